@@ -1,0 +1,191 @@
+"""The `uimer` command line: train, predict, and the data / rationale tools."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from uimer.errors import UimerError
+
+TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
+
+
+def _parse_seeds(values: list[str]) -> list[int]:
+    seeds: list[int] = []
+    for value in values:
+        for part in value.replace(":", ",").split(","):
+            if part.strip():
+                seeds.append(int(part))
+    return seeds
+
+
+def _warmup(value: str) -> float | str:
+    if value in ("task", "task-trained"):
+        return "task"
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("warm-up epochs must be >= 0")
+    return number
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_train_parser(subparsers) -> None:
+    from uimer.interpret import CLI_OPTIONS, METHODS
+    from uimer.training.runner import PAPER_SEEDS
+    from uimer.training.trainer import TrainConfig
+
+    defaults = TrainConfig()
+    p = subparsers.add_parser("train", help="train base or UIMER models over several seeds")
+    p.add_argument("--task", required=True, choices=TASK_CHOICES)
+    setting = p.add_mutually_exclusive_group()
+    setting.add_argument("--shot", type=int, help="n-shot SNIPS subset (the reference sampler); omit for full data")
+    setting.add_argument("--train-size", type=int, help="number of training examples drawn with the seed (e-SNLI)")
+    p.add_argument("--method", nargs="+", default=["baseline"], choices=sorted(METHODS), metavar="METHOD",
+                   help=f"one or more of: {', '.join(sorted(METHODS))}")
+    p.add_argument("--seeds", nargs="+", default=[",".join(map(str, PAPER_SEEDS))],
+                   help="seeds, space-, comma- or colon-separated (default: the paper's 55,1988,12333,42)")
+    p.add_argument("--encoder", default="minilm", help="'minilm' (packaged), a Hugging Face name or a local path")
+    p.add_argument("--output-dir", default="runs/latest")
+    p.add_argument("--data-dir", default=None, help="dataset root (default: $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
+    p.add_argument("--rationale-file", default=None, help="YAML with your own keywords/regexes")
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
+    p.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
+    p.add_argument("--alpha", type=float, default=defaults.alpha, help="weight of L_int")
+    p.add_argument("--warmup-epochs", type=_warmup, default=0.0,
+                   help="epochs on L_task before L_int is switched on (a fraction counts batches; 'task' = until early stop)")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--dev-size", type=int, default=None, help="select models on a seeded, label-stratified dev subset")
+    p.add_argument("--max-length", type=int, default=128, help="word pieces per input, [CLS]/[SEP] included")
+    p.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="sentence representation for class heads")
+    p.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--save-model", action="store_true", help="save each seed's best model under OUTPUT/models/")
+    p.add_argument("--no-progress", action="store_true")
+    method_dests: list[str] = []
+    for title, add_options in CLI_OPTIONS:
+        group = p.add_argument_group(title)
+        before = {a.dest for a in p._actions}
+        add_options(group)
+        method_dests += [a.dest for a in p._actions if a.dest not in before]
+    p.set_defaults(func=cmd_train, method_dests=method_dests)
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+
+    from uimer.experiments.tables import results_table
+    from uimer.training.runner import RunSpec, run_experiment
+    from uimer.training.trainer import TrainConfig
+
+    options = {dest: getattr(args, dest) for dest in args.method_dests}
+    config = TrainConfig(
+        lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
+        alpha=args.alpha, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
+        eval_batch_size=args.eval_batch_size, device=args.device or _default_device(), method_options=options,
+    )
+    summaries = []
+    for method in args.method:
+        out = Path(args.output_dir) / method if len(args.method) > 1 else Path(args.output_dir)
+        spec = RunSpec(
+            task=args.task, method=method, encoder=args.encoder, shot=args.shot, train_size=args.train_size,
+            seeds=_parse_seeds(args.seeds), data_dir=args.data_dir, output_dir=str(out), dev_size=args.dev_size,
+            max_length=args.max_length, pooling=args.pooling, save_model=args.save_model,
+            rationale_file=args.rationale_file, config=config,
+        )
+        summaries.append(run_experiment(spec, progress=not args.no_progress))
+    Console().print(results_table(summaries, title="test score at the best dev epoch (%)"))
+    return 0
+
+
+def add_predict_parser(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="label sentences with a saved model")
+    p.add_argument("--model", required=True, help="a directory written by `uimer train --save-model`")
+    p.add_argument("sentences", nargs="*", help="sentences (whitespace-tokenised); '-' reads lines from stdin")
+    p.add_argument("--pair", action="append", help="hypothesis for each sentence (pair tasks)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    import torch
+
+    from uimer.data.encoding import encode_examples
+    from uimer.data.types import Example, TaskKind
+    from uimer.models.task_model import TaskModel
+
+    sentences = list(args.sentences)
+    if sentences == ["-"] or not sentences:
+        sentences = [line.strip() for line in sys.stdin if line.strip()]
+    model, tokenizer, info = TaskModel.load(Path(args.model))
+    device = torch.device(args.device or _default_device())
+    model.to(device).eval()
+    kind, labels = TaskKind(info["kind"]), info["labels"]
+    pairs = args.pair or []
+    if kind is TaskKind.PAIR and len(pairs) != len(sentences):
+        raise UimerError("pair models need one --pair hypothesis per sentence")
+    examples = [
+        Example(words=s.split(), label=0, tags=[0] * len(s.split()) if kind is TaskKind.TAGGING else None,
+                pair_words=pairs[i].split() if kind is TaskKind.PAIR else None)
+        for i, s in enumerate(sentences)
+    ]
+    split = encode_examples(examples, tokenizer, kind)
+    with torch.inference_mode():
+        for batch in split.batches(64):
+            batch = batch.to(device)
+            logits = model(batch)
+            for i, pred in zip(batch.index.tolist(), model.predict(logits, batch), strict=True):
+                words = examples[i].words
+                if kind is TaskKind.TAGGING:
+                    tags = ["O"] * len(words)
+                    for w, t in zip(split.encoded[i].kept_words.tolist(), pred, strict=False):
+                        tags[w] = labels[t]
+                    print(json.dumps({"sentence": " ".join(words), "tags": tags}))
+                else:
+                    probs = torch.softmax(logits[batch.index.tolist().index(i)], -1)
+                    print(json.dumps({"sentence": " ".join(words), "label": labels[pred],
+                                      "probability": round(float(probs[pred]), 4)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uimer", description=__doc__)
+    parser.add_argument("--version", action="version", version="uimer " + __import__("uimer").__version__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(subparsers)
+    add_predict_parser(subparsers)
+    try:
+        from uimer.data.cli import register as register_data
+    except ImportError:  # pragma: no cover - data commands are part of the package
+        register_data = None
+    if register_data is not None:
+        register_data(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UimerError as err:
+        print(f"uimer: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("uimer: interrupted; finished seeds are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

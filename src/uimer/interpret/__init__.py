@@ -1,0 +1,16 @@
+"""Interpretation methods: one module per family, one interface, one registry (`METHODS`).
+
+Importing this package registers every built-in method, so the CLI's `--method` choices are complete.
+"""
+
+from uimer.interpret.base import (
+    CLI_OPTIONS,
+    METHODS,
+    Attribution,
+    InterpretationMethod,
+    create_method,
+    register_cli_options,
+    register_method,
+)
+
+__all__ = ["CLI_OPTIONS", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]

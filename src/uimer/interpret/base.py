@@ -1,0 +1,139 @@
+"""The framework's two interfaces and the registry the CLI reads `--method` choices from.
+
+`L = L_task + alpha * L_int(a, g)`: an `InterpretationMethod` produces attribution scores `a` for a batch
+(differentiable w.r.t. the model when `create_graph=True`), and its `alignment_loss` compares them with the
+gold rationales `g`. Families differ in what they need around training (replacement sets, an extractor), so
+a method can also hook into preparation and, for extractor methods, own the training schedule.
+
+Conventions every method follows:
+- examples without any rationale piece contribute L_task only; a batch without rationales gives
+  L_int = 0 (a zero tensor attached to nothing), never an error;
+- special ([CLS]/[SEP]) and padding positions are never rationales and never "non-rationales".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from uimer.data.encoding import Batch
+
+if TYPE_CHECKING:
+    from uimer.models.task_model import TaskModel
+    from uimer.training.trainer import TrainingContext
+
+
+@dataclass
+class Attribution:
+    """Scores for a batch: per word piece (B, L), and/or multi-token scores a_R, a_N per example (B,)."""
+
+    scores: torch.Tensor | None = None
+    a_r: torch.Tensor | None = None
+    a_n: torch.Tensor | None = None
+    valid: torch.Tensor | None = None  # (B,) bool: examples the scores are defined for
+
+
+class InterpretationMethod(ABC):
+    """One interpretation method plus the alignment loss that trains with it."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # "baseline", "gb", "im", "dm"
+    # Second-order gradients do not run under fused SDPA attention: such methods get eager attention.
+    needs_double_backward: ClassVar[bool] = False
+
+    def __init__(self, options: dict | None = None):
+        self.options = dict(options or {})
+
+    def prepare(self, context: TrainingContext) -> None:  # noqa: B027 - optional hook
+        """Called once per seed before training (e.g. to build replacement sets)."""
+
+    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:  # noqa: B027 - optional hook
+        """Called at the start of every training epoch."""
+
+    @abstractmethod
+    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+        """Attribution scores for the batch; differentiable w.r.t. the model iff `create_graph`."""
+
+    @abstractmethod
+    def alignment_loss(
+        self, model: TaskModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor
+    ) -> torch.Tensor:
+        """L_int for a training batch (a scalar; zero when no example has rationales)."""
+
+    # Extractor-based methods replace the trainer's plain loop with their own schedule.
+    owns_schedule: ClassVar[bool] = False
+
+    def run_schedule(self, context: TrainingContext):  # pragma: no cover - overridden where used
+        raise NotImplementedError
+
+
+class Baseline(InterpretationMethod):
+    """The base model: L_task only (alpha is ignored)."""
+
+    name = "baseline"
+    family = "baseline"
+
+    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+        raise NotImplementedError("the baseline has no interpretation method; pick one with --method")
+
+    def alignment_loss(self, model, batch, logits, task_loss) -> torch.Tensor:
+        return logits.new_zeros(())
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    factory: Callable[..., InterpretationMethod]
+    family: str
+    help: str
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, family: str, help: str) -> Callable:
+    """Class decorator (or factory decorator): makes a method selectable with `--method NAME`."""
+
+    def decorator(factory):
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        METHODS[name] = MethodSpec(name, factory, family, help)
+        return factory
+
+    return decorator
+
+
+register_method("baseline", "baseline", "the base model, task loss only")(Baseline)
+
+
+# Family modules add their flags (e.g. --margin, --im-k) through this hook, so the CLI stays generic.
+CLI_OPTIONS: list[tuple[str, Callable]] = []
+
+
+def register_cli_options(title: str) -> Callable:
+    """Decorator for `fn(group)` that adds a family's argparse options to `uimer train`."""
+
+    def decorator(fn: Callable) -> Callable:
+        CLI_OPTIONS.append((title, fn))
+        return fn
+
+    return decorator
+
+
+def create_method(name: str, options: dict | None = None) -> InterpretationMethod:
+    """Instantiate a registered method; `options` holds the method flags (margin, im_k, ...)."""
+    from uimer.errors import ConfigError
+
+    spec = METHODS.get(name)
+    if spec is None:
+        raise ConfigError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
+    return spec.factory(options or {})
+
+
+def zero_loss(like: torch.Tensor) -> torch.Tensor:
+    """A zero L_int for batches without rationales; keeps the graph valid and the step cheap."""
+    return like.new_zeros(())

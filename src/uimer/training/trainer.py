@@ -1,0 +1,230 @@
+"""Training one seed: L = L_task + alpha * L_int, warm-up, early stopping on dev, test at the best dev epoch.
+
+Evaluation is kept cheap because it dominates few-shot runs: dev/test are tokenised once, scored under
+inference mode in large length-sorted batches, the best-dev weights stay in memory and test is scored once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uimer.data.encoding import Batch, EncodedSplit
+from uimer.data.types import TaskData, TaskKind
+from uimer.evaluation.metrics import accuracy, slot_f1
+from uimer.interpret.base import InterpretationMethod
+from uimer.models.task_model import TaskModel
+
+log = logging.getLogger("uimer.train")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    batch_size: int = 24
+    max_epochs: int = 70
+    patience: int = 7  # stop after more than this many epochs in a row below the best dev score
+    alpha: float = 1.0
+    warmup_epochs: float | str = 0.0  # epochs of L_task only; a fraction counts batches; "task" = until early stop
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lr_warmup_ratio: float = 0.0
+    eval_batch_size: int = 256
+    shuffle: bool = True
+    device: str = "cpu"
+    method_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    dev: float
+    test: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)  # per epoch: dev, mean l_task, mean l_int
+
+
+@dataclass
+class TrainingContext:
+    """Everything a method may need while preparing or running its own schedule."""
+
+    model: TaskModel
+    task: TaskData
+    train: EncodedSplit
+    dev: EncodedSplit
+    test: EncodedSplit
+    config: TrainConfig
+    seed: int
+    tokenizer: object
+    device: torch.device
+    method: InterpretationMethod
+    step_log: Callable[[dict], None] = lambda record: None
+    on_epoch: Callable[[dict], None] = lambda record: None
+    extra: dict = field(default_factory=dict)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def evaluate(model: TaskModel, split: EncodedSplit, task: TaskData, device: torch.device, batch_size: int = 256) -> float:
+    """The task metric on a split (accuracy, or slot F1 over all words of each sentence)."""
+    if len(split) == 0:
+        return 0.0
+    was_training = model.training
+    model.eval()
+    predictions: dict[int, object] = {}
+    with torch.inference_mode():
+        for batch in split.length_sorted_batches(batch_size):
+            batch = batch.to(device)
+            logits = model(batch)
+            for i, pred in zip(batch.index.tolist(), model.predict(logits, batch), strict=True):
+                predictions[i] = pred
+    model.train(was_training)
+    if task.kind is TaskKind.TAGGING:
+        gold_tags, pred_tags = [], []
+        for i, example in enumerate(split.examples):
+            gold = [task.labels[t] for t in example.tags or []]
+            pred = ["O"] * len(gold)
+            for word, tag in zip(split.encoded[i].kept_words.tolist(), predictions[i], strict=False):
+                pred[word] = task.labels[tag]
+            gold_tags.append(gold)
+            pred_tags.append(pred)
+        return slot_f1(pred_tags, gold_tags)
+    return accuracy([predictions[i] for i in range(len(split))], [e.label for e in split.examples])
+
+
+def make_optimizer(model: torch.nn.Module, params, config: TrainConfig, total_steps: int):
+    """AdamW without decay on biases and LayerNorm, linear schedule (with optional LR warm-up)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    named = [(n, p) for n, p in params if p.requires_grad]
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in named if not any(k in n for k in no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=1e-8)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.lr_warmup_ratio * total_steps), max(total_steps, 1)
+    )
+    return optimizer, scheduler
+
+
+class WarmupGate:
+    """Decides, step by step, whether L_int is on (paper §3: train on L_task first)."""
+
+    def __init__(self, warmup: float | str, steps_per_epoch: int):
+        self.until_early_stop = warmup == "task"
+        self.off_steps = 0 if self.until_early_stop else math.ceil(float(warmup) * steps_per_epoch)
+        self.released = not self.until_early_stop and self.off_steps == 0
+
+    def active(self, global_step: int) -> bool:
+        if self.until_early_stop:
+            return self.released
+        return global_step >= self.off_steps
+
+    def release_on_early_stop(self) -> bool:
+        """True if warm-up ends here instead of training ending."""
+        if self.until_early_stop and not self.released:
+            self.released = True
+            return True
+        return False
+
+
+def state_copy(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(context: TrainingContext) -> SeedResult:
+    """The standard loop shared by the baseline, GB and IM (one code path, alpha = 0 for the baseline)."""
+    model, config, method, device = context.model, context.config, context.method, context.device
+    start = time.perf_counter()
+    train = context.train
+    steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size))
+    optimizer, scheduler = make_optimizer(model, model.named_parameters(), config, steps_per_epoch * config.max_epochs)
+    gate = WarmupGate(config.warmup_epochs, steps_per_epoch)
+    shuffler = torch.Generator().manual_seed(context.seed)
+    uses_l_int = method.family != "baseline" and config.alpha != 0
+
+    best_dev, best_epoch, best_state, bad_epochs = -math.inf, -1, None, 0
+    history: list[dict] = []
+    global_step = 0
+    epoch = 0
+    for epoch in range(config.max_epochs):
+        method.on_epoch_start(context, epoch)
+        model.train()
+        order = torch.randperm(len(train), generator=shuffler).tolist() if config.shuffle else list(range(len(train)))
+        task_losses, int_losses = [], []
+        for batch in train.batches(config.batch_size, order):
+            batch = batch.to(device)
+            logits = model(batch)
+            l_task = model.task_loss(logits, batch)
+            loss = l_task
+            l_int_value = None
+            if uses_l_int and gate.active(global_step):
+                l_int = method.alignment_loss(model, batch, logits, l_task)
+                loss = l_task + config.alpha * l_int
+                l_int_value = float(l_int.detach())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            task_losses.append(float(l_task.detach()))
+            if l_int_value is not None:
+                int_losses.append(l_int_value)
+            context.step_log(
+                {"epoch": epoch, "step": global_step, "l_task": task_losses[-1], "l_int": l_int_value,
+                 "lr": scheduler.get_last_lr()[0]}
+            )
+            global_step += 1
+        dev = evaluate(model, context.dev, context.task, device, config.eval_batch_size)
+        history.append(
+            {"epoch": epoch, "dev": dev, "l_task": float(np.mean(task_losses)) if task_losses else None,
+             "l_int": float(np.mean(int_losses)) if int_losses else None}
+        )
+        log.info("seed %d epoch %d dev %.4f l_task %.4f", context.seed, epoch, dev, history[-1]["l_task"] or 0.0)
+        context.on_epoch(history[-1])
+        if dev >= best_dev:  # ties go to the later epoch, as in the reference
+            best_dev, best_epoch, bad_epochs = dev, epoch, 0
+            best_state = state_copy(model)
+        else:
+            bad_epochs += 1
+            if bad_epochs > config.patience:
+                if gate.release_on_early_stop():
+                    bad_epochs = 0
+                    continue
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = evaluate(model, context.test, context.task, device, config.eval_batch_size)
+    return SeedResult(context.seed, best_dev, test, best_epoch, epoch + 1, time.perf_counter() - start, history)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def seed_result_dict(result: SeedResult) -> dict:
+    data = asdict(result)
+    return data
