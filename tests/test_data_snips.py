@@ -133,8 +133,8 @@ def test_missing_dataset_hints_fetch(tmp_path):
 
 
 @needs_snips
-def test_copy_of_shared_files_is_not_needed(tmp_path):
-    # Sanity for the "root or folder" rule: a root holding snips/ resolves to it.
+def test_data_root_holding_snips_folder(tmp_path):
+    # The "root or folder" rule: a data root holding snips/ resolves to it (dev copied in as a small train).
     shutil.copytree(DATA / "snips" / "dev", tmp_path / "snips" / "train")
     shutil.copytree(DATA / "snips" / "dev", tmp_path / "snips" / "dev")
     shutil.copytree(DATA / "snips" / "test", tmp_path / "snips" / "test")

@@ -164,12 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
-    try:
-        from uimer.data.cli import register as register_data
-    except ImportError:  # pragma: no cover - data commands are part of the package
-        register_data = None
-    if register_data is not None:
-        register_data(subparsers)
+    from uimer.data.cli import register as register_data
+
+    register_data(subparsers)
     return parser
 
 

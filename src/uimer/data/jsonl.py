@@ -134,7 +134,7 @@ def _parse_file(path: Path, kind: TaskKind | None) -> tuple[list[_Row], TaskKind
         if rationale is not None:
             n = len(words) + len(pair_words or [])
             if not isinstance(rationale, list) or not all(
-                type(r) is int and r in (0, 1) for r in rationale  # noqa: E721  (bool is not allowed)
+                type(r) is int and r in (0, 1) for r in rationale  # bool is not allowed
             ):
                 raise DataError(path, "rationale must be a list of 0/1 integers or null", line_no, "rationale")
             if len(rationale) != n:

@@ -3,6 +3,11 @@
 Importing this package registers every built-in method, so the CLI's `--method` choices are complete.
 """
 
+from uimer.interpret import (
+    diffmask,  # noqa: F401 - registers the dm-* methods
+    gradient,  # noqa: F401 - registers the gb-* methods
+    marginalization,  # noqa: F401 - registers the im-* methods
+)
 from uimer.interpret.base import (
     CLI_OPTIONS,
     METHODS,

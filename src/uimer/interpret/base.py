@@ -60,9 +60,19 @@ class InterpretationMethod(ABC):
 
     @abstractmethod
     def alignment_loss(
-        self, model: TaskModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor
+        self,
+        model: TaskModel,
+        batch: Batch,
+        logits: torch.Tensor,
+        task_loss: torch.Tensor,
+        inputs_embeds: torch.Tensor,
     ) -> torch.Tensor:
-        """L_int for a training batch (a scalar; zero when no example has rationales)."""
+        """L_int for a training batch (a scalar; zero when no example has rationales).
+
+        `logits` and `task_loss` come from the training forward, which ran on `inputs_embeds` (the word
+        embeddings, still attached to the graph), so gradient methods can differentiate through the very
+        same forward instead of running another one.
+        """
 
     # Extractor-based methods replace the trainer's plain loop with their own schedule.
     owns_schedule: ClassVar[bool] = False
@@ -80,7 +90,7 @@ class Baseline(InterpretationMethod):
     def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         raise NotImplementedError("the baseline has no interpretation method; pick one with --method")
 
-    def alignment_loss(self, model, batch, logits, task_loss) -> torch.Tensor:
+    def alignment_loss(self, model, batch, logits, task_loss, inputs_embeds) -> torch.Tensor:
         return logits.new_zeros(())
 
 

@@ -26,9 +26,18 @@ def resolve_encoder(name: str) -> str:
     return str(Path(spec.origin).parent / "model")
 
 
+def _quiet_transformers() -> None:
+    """Loading reports and weight-loading bars drown the training progress; errors still surface."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    _quiet_transformers()
     path = resolve_encoder(name)
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=True)
@@ -44,6 +53,7 @@ def load_encoder(name: str, attn_implementation: str = "sdpa"):
     """
     from transformers import AutoModel
 
+    _quiet_transformers()
     path = resolve_encoder(name)
     try:
         return AutoModel.from_pretrained(path, attn_implementation=attn_implementation, add_pooling_layer=False)

@@ -91,7 +91,7 @@ class EncodedTask:
         self.train = encode_examples(task.train, tokenizer, task.kind, max_length)
         dev_examples = task.dev
         if dev_size is not None and 0 < dev_size < len(task.dev):
-            keep = sampling.stratified_subset(task.dev, dev_size, dev_seed)
+            keep = sampling.stratified_subset(task.dev, dev_size, dev_seed, labels=task.labels)
             dev_examples = [task.dev[i] for i in keep]
         self.dev = encode_examples(dev_examples, tokenizer, task.kind, max_length)
         self.test = encode_examples(task.test, tokenizer, task.kind, max_length)
@@ -102,6 +102,8 @@ def load_task_for(spec: RunSpec) -> TaskData:
     from uimer.data.tasks import load_task
 
     rationale_file = Path(spec.rationale_file) if spec.rationale_file else None
+    if spec.task == "jsonl" and not spec.data_dir:
+        raise ConfigError("--task jsonl needs --data-dir pointing at the folder with train/dev/test.jsonl")
     return load_task(spec.task, resolve_data_dir(spec.data_dir), rationale_file)
 
 

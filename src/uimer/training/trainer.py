@@ -172,12 +172,13 @@ def fit(context: TrainingContext) -> SeedResult:
         task_losses, int_losses = [], []
         for batch in train.batches(config.batch_size, order):
             batch = batch.to(device)
-            logits = model(batch)
+            embeds = model.embed(batch.input_ids)
+            logits = model(batch, inputs_embeds=embeds)
             l_task = model.task_loss(logits, batch)
             loss = l_task
             l_int_value = None
             if uses_l_int and gate.active(global_step):
-                l_int = method.alignment_loss(model, batch, logits, l_task)
+                l_int = method.alignment_loss(model, batch, logits, l_task, embeds)
                 loss = l_task + config.alpha * l_int
                 l_int_value = float(l_int.detach())
             optimizer.zero_grad(set_to_none=True)

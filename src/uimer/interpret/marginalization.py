@@ -1,0 +1,355 @@
+"""UIMER-IM (paper §3.2): input-marginalization attribution of whole rationale sets and its margin loss.
+
+For an example x with gold y, S^R holds K sentences with the rationale pieces replaced and S^N K sentences
+with as many non-rationale pieces replaced (`uimer.interpret.replacement`). With q the replacement weights
+(sum_r q_r = 1 per side):
+
+    m_R = sum_r q_r p(y | x'_R(r)),   a_R = LO(p(y|x)) - LO(m_R),   LO(m) = log2(m / (1 - m))   (Eq. 4)
+    L_int = mean over examples with rationales of max(a_N - a_R + eps, 0)                        (Eq. 5)
+
+and a_N - a_R = LO(m_R) - LO(m_N), so the loss needs no p(y|x). p(y|x') is the gold-class probability
+(intent, NLI) or the CRF probability of the whole gold tag sequence (slots), always taken as a log
+probability from `TaskModel.gold_log_prob`.
+
+Numerics (the reference's m could round to >= 1 and crash with NaN, digest §5.3): everything stays in log
+space, log m = logsumexp_r(log q_r + log p_r) and log(1 - m) = log(-expm1(log m)). The clamp:
+- each log p and log m is floored at `--log-odds-floor` bits (default -83, i.e. m >= 2^-83 ~ 1e-25, the
+  reference's lower_bound), so p = 0 (log p = -inf) gives a finite value with zero gradient, as the
+  reference's constant floor did;
+- log m is capped at log(1 - 1e-7): float32 cannot tell a probability closer to 1 from 1 anyway, and the cap
+  keeps log(1 - m) >= log(1e-7), so LO(m) <= 23.25 bits and its gradient 1/(1 - m) <= 1e7 stays finite.
+
+Cost: all 2K replaced sentences of the batch's rationale examples go through the model in one forward
+(train mode, so with dropout like the task forward), and the loss joins the task loss's graph, so the
+trainer's single backward covers both. `--im-chunk R` splits that forward into pieces of R sentences, each
+under activation checkpointing, which bounds memory at the price of recomputing those forwards in the
+backward. Replacement sets are built once per seed in `prepare()` for the whole training split (or again each
+epoch with `--im-resample epoch`) and looked up by `Batch.index`, so a step only gathers tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from uimer.data.encoding import Batch, EncodedSplit
+from uimer.errors import ConfigError
+from uimer.interpret.base import (
+    Attribution,
+    InterpretationMethod,
+    register_cli_options,
+    register_method,
+    zero_loss,
+)
+from uimer.interpret.replacement import (
+    MaskProposer,
+    MLMProposer,
+    PriorProposer,
+    Proposer,
+    ReplacementSets,
+    TableProposer,
+    UniformProposer,
+    build_replacement_sets,
+    derive_seed,
+    real_vocabulary,
+    special_ids,
+    unigram_prior,
+)
+
+if TYPE_CHECKING:
+    from uimer.models.task_model import TaskModel
+    from uimer.training.trainer import TrainingContext
+
+LN2 = math.log(2.0)
+DEFAULT_K = 2  # the reference README's replace_repeat
+DEFAULT_MARGIN = 1.0  # paper Table 6, 1-shot intent, +Uniform and +MASK (no warm-up)
+DEFAULT_FRACTION = 0.3  # the reference's max_rationale_percentage
+DEFAULT_FLOOR_BITS = -83.0  # log2(1e-25): the reference's lower_bound for intent and slots
+CEILING_LOG_M = math.log1p(-1e-7)  # m <= 1 - 1e-7
+RESAMPLE_CHOICES = ("never", "epoch")
+_TRAIN_SALT, _FRESH_SALT = 0x1A5E, 0xF4E5
+
+
+# -- the numbers of Eq. 4-5 ------------------------------------------------------------------------------
+def log2_odds(log_m: torch.Tensor, floor_bits: float = DEFAULT_FLOOR_BITS) -> torch.Tensor:
+    """LO(m) = log2(m / (1 - m)) from log m, clamped to m in [2^floor, 1 - 1e-7] (finite value and gradient)."""
+    lm = log_m.clamp(min=floor_bits * LN2, max=CEILING_LOG_M)
+    return (lm - torch.log(-torch.expm1(lm))) / LN2
+
+
+def log_marginal(log_q: torch.Tensor, log_p: torch.Tensor, floor_bits: float = DEFAULT_FLOOR_BITS) -> torch.Tensor:
+    """log m = log sum_r q_r p_r over the last dim; log p floored first so p = 0 stays finite."""
+    return torch.logsumexp(log_q + log_p.clamp(min=floor_bits * LN2), dim=-1)
+
+
+def margin_loss(lo_r: torch.Tensor, lo_n: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean max(a_N - a_R + eps, 0), with a_N - a_R = LO(m_R) - LO(m_N)."""
+    return torch.relu(lo_r - lo_n + margin).mean()
+
+
+def index_batch(batch: Batch, rows: torch.Tensor) -> Batch:
+    """The batch's examples `rows` (repeats allowed), every field gathered the same way."""
+    return Batch(**{f.name: getattr(batch, f.name).index_select(0, rows) for f in fields(batch)})
+
+
+def _slice_batch(batch: Batch, start: int, stop: int) -> Batch:
+    return Batch(**{f.name: getattr(batch, f.name)[start:stop] for f in fields(batch)})
+
+
+def _gold_log_prob(model: TaskModel, batch: Batch) -> torch.Tensor:
+    return model.gold_log_prob(model(batch), batch)
+
+
+def _option(options: dict, key: str, default):
+    value = options.get(key)
+    return default if value is None else value
+
+
+# -- the method ------------------------------------------------------------------------------------------
+class InputMarginalization(InterpretationMethod):
+    """UIMER-IM with one replacement strategy (set by the registered subclasses)."""
+
+    family = "im"
+    strategy: ClassVar[str] = ""
+
+    def __init__(self, options: dict | None = None):
+        super().__init__(options)
+        o = self.options
+        self.k = 1 if self.strategy == "mask" else int(_option(o, "im_k", DEFAULT_K))
+        self.margin = float(_option(o, "margin", DEFAULT_MARGIN))
+        # The reference's mask strategy replaces every rationale piece (no cap); an explicit value applies.
+        default_fraction = None if self.strategy == "mask" else DEFAULT_FRACTION
+        fraction = _option(o, "max_rationale_fraction", default_fraction)
+        self.fraction = None if fraction is None else float(fraction)
+        self.resample = str(_option(o, "im_resample", "never"))
+        self.mlm_name = o.get("mlm")
+        self.floor_bits = float(_option(o, "log_odds_floor", DEFAULT_FLOOR_BITS))
+        self.chunk = int(_option(o, "im_chunk", 0))
+        if self.k < 1:
+            raise ConfigError(f"--im-k must be >= 1, got {self.k}")
+        if self.margin < 0:
+            raise ConfigError(f"--margin must be >= 0, got {self.margin}")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ConfigError(f"--max-rationale-fraction must be in (0, 1], got {self.fraction}")
+        if self.resample not in RESAMPLE_CHOICES:
+            raise ConfigError(f"--im-resample must be one of {RESAMPLE_CHOICES}, got {self.resample!r}")
+        if not self.floor_bits < 0:
+            raise ConfigError(f"--log-odds-floor must be negative (bits), got {self.floor_bits}")
+        if self.chunk < 0:
+            raise ConfigError(f"--im-chunk must be >= 0, got {self.chunk}")
+        self.seed = 0
+        self.device = torch.device("cpu")
+        self.proposer: Proposer | None = None  # for batches outside the training split
+        self.sets: ReplacementSets | None = None  # the training split's, indexed by Batch.index
+        self._train: Batch | None = None
+        self._train_proposer: Proposer | None = None
+        self._generator: torch.Generator | None = None
+
+    # -- preparation -------------------------------------------------------------------------------
+    def prepare(self, context: TrainingContext) -> None:
+        # Loading an MLM or drawing sets must not shift the global RNG the training run uses afterwards.
+        with torch.random.fork_rng(devices=_rng_devices(context.device)):
+            self.setup(context.tokenizer, context.train, context.seed, context.device, context.model)
+
+    def setup(self, tokenizer, train: EncodedSplit, seed: int, device: torch.device | str = "cpu",
+              model: torch.nn.Module | None = None) -> None:
+        """Build the proposer and the training split's replacement sets (what `prepare` does)."""
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self._train = train.collate(list(range(len(train)))) if len(train) else None
+        self.proposer = self._make_proposer(tokenizer, _embedding_rows(model))
+        self._train_proposer = self.proposer
+        if self.strategy == "mlm" and self.resample == "epoch" and self._train is not None:
+            t = self._train  # the MLM's proposals do not change between epochs; only the positions do
+            self._train_proposer = TableProposer.precompute(
+                self.proposer, t.input_ids, t.attention_mask, t.token_type_ids, t.real_mask, torch.Generator())
+        self._generator = torch.Generator().manual_seed(derive_seed(self.seed, _TRAIN_SALT))
+        self._regenerate()
+
+    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:
+        if self.resample == "epoch" and epoch > 0:
+            self._regenerate()
+
+    def _make_proposer(self, tokenizer, embedding_rows: int | None) -> Proposer:
+        if self.strategy == "mask":
+            return MaskProposer(tokenizer.mask_token_id)
+        if self.strategy == "uniform":
+            return UniformProposer(real_vocabulary(tokenizer, embedding_rows), self.k)
+        if self.strategy == "prior":
+            if self._train is None:
+                raise ConfigError("the prior strategy needs a non-empty training split")
+            t = self._train
+            size = max(len(tokenizer), int(t.input_ids.max()) + 1)
+            return PriorProposer(unigram_prior(t.input_ids, t.real_mask, size, special_ids(tokenizer)), self.k)
+        if self.strategy == "mlm":
+            from uimer.models.mlm import load_masked_lm
+
+            if not self.mlm_name:
+                raise ConfigError("im-mlm needs --mlm NAME_OR_PATH: a masked LM sharing the encoder's tokenizer "
+                                  "(`uimer mlm train --task T --out DIR` builds one from the packaged encoder)")
+            mlm = load_masked_lm(str(self.mlm_name), tokenizer).to(self.device)
+            size = mlm.get_input_embeddings().num_embeddings
+            allowed = torch.zeros(size, dtype=torch.bool)
+            allowed[real_vocabulary(tokenizer, size)] = True
+            return MLMProposer(mlm, allowed, tokenizer.mask_token_id, self.k, self.device)
+        raise ConfigError(f"unknown replacement strategy {self.strategy!r}")
+
+    def _regenerate(self) -> None:
+        t = self._train
+        if t is None or self._train_proposer is None or self._generator is None:
+            self.sets = None
+            return
+        sets = build_replacement_sets(t.input_ids, t.attention_mask, t.token_type_ids, t.real_mask, t.rationale,
+                                      self._train_proposer, self.fraction, self._generator)
+        self.sets = sets.to(self.device)
+
+    # -- lookup -------------------------------------------------------------------------------------
+    def _is_cached(self, batch: Batch) -> bool:
+        """Whether the batch comes from the split the sets were built for (ids at `index` match)."""
+        sets = self.sets
+        if sets is None:
+            return False
+        length = batch.input_ids.shape[1]
+        index = batch.index.to(sets.original.device)
+        if length > sets.original.shape[1] or index.numel() == 0:
+            return index.numel() == 0
+        if int(index.min()) < 0 or int(index.max()) >= sets.original.shape[0]:
+            return False
+        return torch.equal(sets.original[index, :length], batch.input_ids.to(sets.original.device))
+
+    def _fresh_sets(self, batch: Batch) -> ReplacementSets:
+        """Sets for a batch outside the training split; the same batch always gets the same sets."""
+        if self.proposer is None:
+            raise RuntimeError(f"{self.name}: call prepare(context) (or setup(...)) before using the method")
+        b = batch.to("cpu")
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, _FRESH_SALT))
+        sets = build_replacement_sets(b.input_ids, b.attention_mask, b.token_type_ids, b.real_mask, b.rationale,
+                                      self.proposer, self.fraction, generator)
+        return sets.to(batch.input_ids.device)
+
+    def replacements(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Replaced ids (n, 2, K, L), log q (n, 2, K) and the batch rows (n,) of the examples scored."""
+        if self._is_cached(batch):
+            sets, index = self.sets, batch.index.to(self.sets.original.device)
+        else:
+            sets = self._fresh_sets(batch)
+            index = torch.arange(batch.size, device=sets.original.device)
+        valid = sets.valid[index] & batch.has_rationale.to(index.device)
+        rows = valid.nonzero().squeeze(1)
+        take = index[rows]
+        length = batch.input_ids.shape[1]
+        device = batch.input_ids.device
+        return sets.input_ids[take, :, :, :length].to(device), sets.log_q[take].to(device), rows.to(device)
+
+    # -- scores -------------------------------------------------------------------------------------
+    def marginal_log_odds(self, model: TaskModel, batch: Batch, ids: torch.Tensor, log_q: torch.Tensor,
+                          rows: torch.Tensor) -> torch.Tensor:
+        """(n, 2): LO(m_R), LO(m_N) for the batch rows `rows`, all 2K sentences each in one forward."""
+        n, sides, k, length = ids.shape
+        repeated = index_batch(batch, rows.repeat_interleave(sides * k))
+        replaced = replace(repeated, input_ids=ids.reshape(n * sides * k, length))
+        log_p = self._rows_log_prob(model, replaced).view(n, sides, k)
+        return log2_odds(log_marginal(log_q.to(log_p.dtype), log_p, self.floor_bits), self.floor_bits)
+
+    def _rows_log_prob(self, model: TaskModel, batch: Batch) -> torch.Tensor:
+        total = batch.size
+        if self.chunk <= 0 or total <= self.chunk:
+            return _gold_log_prob(model, batch)
+        parts = []
+        for start in range(0, total, self.chunk):
+            part = _slice_batch(batch, start, start + self.chunk)
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(_gold_log_prob, model, part, use_reentrant=False))
+            else:
+                parts.append(_gold_log_prob(model, part))
+        return torch.cat(parts)
+
+    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+        """a_R, a_N per example (log2 odds); `valid` marks examples with both sides. RNG-neutral."""
+        size = batch.size
+        with torch.random.fork_rng(devices=_rng_devices(batch.input_ids.device)), torch.set_grad_enabled(create_graph):
+            ids, log_q, rows = self.replacements(batch)
+            lo_p = log2_odds(_gold_log_prob(model, batch), self.floor_bits)
+            a_r = torch.zeros_like(lo_p)
+            a_n = torch.zeros_like(lo_p)
+            if rows.numel():
+                lo = self.marginal_log_odds(model, batch, ids, log_q, rows)
+                a_r = a_r.index_put((rows,), lo_p[rows] - lo[:, 0])
+                a_n = a_n.index_put((rows,), lo_p[rows] - lo[:, 1])
+        valid = torch.zeros(size, dtype=torch.bool, device=batch.input_ids.device)
+        valid[rows] = True
+        return Attribution(a_r=a_r, a_n=a_n, valid=valid)
+
+    def alignment_loss(self, model: TaskModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor,
+                       inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        ids, log_q, rows = self.replacements(batch)
+        if rows.numel() == 0:
+            return zero_loss(task_loss)
+        lo = self.marginal_log_odds(model, batch, ids, log_q, rows)
+        return margin_loss(lo[:, 0], lo[:, 1], self.margin)
+
+
+def _rng_devices(device: torch.device | str) -> list[int]:
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _embedding_rows(model: torch.nn.Module | None) -> int | None:
+    """How many input-embedding rows the task model has (replacements must index into them)."""
+    encoder = getattr(model, "encoder", None)
+    getter = getattr(encoder, "get_input_embeddings", None)
+    if getter is None:
+        return None
+    embeddings = getter()
+    return getattr(embeddings, "num_embeddings", None)
+
+
+@register_method("im-mask", "im", "UIMER-IM, replacing with [MASK] (q = 1, one sentence per side)")
+class IMMask(InputMarginalization):
+    name = "im-mask"
+    strategy = "mask"
+
+
+@register_method("im-mlm", "im", "UIMER-IM, top-K proposals of a masked LM (the paper's BERT; needs --mlm)")
+class IMMaskedLM(InputMarginalization):
+    name = "im-mlm"
+    strategy = "mlm"
+
+
+@register_method("im-prior", "im", "UIMER-IM, word pieces drawn from the training text's unigram prior")
+class IMPrior(InputMarginalization):
+    name = "im-prior"
+    strategy = "prior"
+
+
+@register_method("im-uniform", "im", "UIMER-IM, word pieces drawn uniformly from the real vocabulary")
+class IMUniform(InputMarginalization):
+    name = "im-uniform"
+    strategy = "uniform"
+
+
+@register_cli_options("input marginalization (im-*)")
+def add_im_options(group) -> None:
+    group.add_argument("--im-k", type=int, default=DEFAULT_K, metavar="K",
+                       help=f"replaced sentences per side, |S^R| = |S^N| (default {DEFAULT_K}; im-mask uses 1)")
+    group.add_argument("--margin", type=float, default=DEFAULT_MARGIN, metavar="EPS",
+                       help=f"epsilon of max(a_N - a_R + eps, 0), in bits (default {DEFAULT_MARGIN})")
+    group.add_argument("--max-rationale-fraction", type=float, default=None, metavar="F",
+                       help="replace at most max(1, floor(F*L)) rationale pieces and as many non-rationale "
+                            f"ones (default {DEFAULT_FRACTION}; im-mask: no cap unless given)")
+    group.add_argument("--im-resample", choices=RESAMPLE_CHOICES, default="never",
+                       help="draw replacement sets once per seed (the reference) or afresh every epoch")
+    group.add_argument("--mlm", default=None, metavar="NAME_OR_PATH",
+                       help="masked LM for im-mlm, sharing the encoder's tokenizer (see `uimer mlm train`)")
+    group.add_argument("--log-odds-floor", type=float, default=DEFAULT_FLOOR_BITS, metavar="BITS",
+                       help=f"clamp p and m to >= 2^BITS so p = 0 stays finite (default {DEFAULT_FLOOR_BITS:g}, "
+                            "~1e-25 as the reference); m is also capped at 1 - 1e-7")
+    group.add_argument("--im-chunk", type=int, default=0, metavar="ROWS",
+                       help="run the replaced sentences in checkpointed chunks of ROWS to bound memory "
+                            "(default 0: one forward)")

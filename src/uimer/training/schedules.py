@@ -1,0 +1,212 @@
+"""Schedules for extractor-based methods: UIMER-DM one-pass and multi-round (paper §3.3.3, §5.2).
+
+Both start with a warm-up: `fit()` with the baseline, i.e. L_task until early stopping with the best-dev
+weights kept ("round 0"). Then rounds r = 1..R, each
+1. an extractor phase: --extractor-epochs epochs of L_phi with theta frozen (requires_grad off, outside
+   every optimizer, model in eval mode so the extractor explains the deterministic model);
+2. a model phase: L_task + alpha * L_int with the extractor frozen (dropout on for L_task), fresh AdamW
+   with a linear schedule over the phase, dev evaluated after every epoch.
+`dm-one-pass` is R = 1 with a model phase of up to --max-epochs and early stopping (--patience); `dm-multi-round`
+is R = --rounds with --model-epochs-per-round epochs each. Round r trains at LR * decay^(r-1).
+
+Protocol kept from the reference (digest §6.6, §9.10): model selection is over every dev evaluation of every
+round *including the warm-up model* (ties go to the later state, as `fit()`), so a run that never beats the
+warm-up dev reports the warm-up model's test score; patience counts epochs below that global best; and a round
+r >= 2 restarts from the best (model, extractor) so far once some DM epoch has become the best (before that
+it continues from the current weights). Unlike the reference, all R rounds run (its round-level early stop
+never fired anyway), the extractor LR is constant within a phase (DiffMask), and dropout is on.
+
+The best (model, extractor) state is kept in memory and test is scored once at the end for it. With the test
+curve on (default), test is also scored after every round's model phase, on that round's final state, so
+the per-round dev/test curve of Fig. 4 comes for free in `SeedResult.history`; that costs one test
+evaluation per round (for SNIPS: 700 sentences, about the cost of one dev evaluation).
+History records all carry "round", "phase", "epoch", "dev", "test", "l_task", "l_int", "l_phi":
+phase "warmup" (per warm-up epoch), "extractor" (per extractor epoch, plus kl, l0, alpha), "model" (per model
+epoch) and "round" (one per round: the round's final dev/test, mean l_int of the model phase, l_phi/kl/l0 of
+the last extractor epoch, alpha, best_dev so far). Every record is also sent to `context.step_log`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from statistics import fmean
+from typing import TYPE_CHECKING
+
+import torch
+
+from uimer.interpret.base import Baseline
+from uimer.interpret.diffmask import (
+    DiffMaskExtractor,
+    eval_mode,
+    extractor_step,
+    frozen,
+    make_extractor_optimizers,
+    model_step,
+)
+from uimer.training.trainer import SeedResult, TrainingContext, evaluate, fit, make_optimizer, state_copy
+
+if TYPE_CHECKING:
+    from uimer.interpret.diffmask import DiffMaskMethod
+
+
+def record(round_index: int, phase: str, **values) -> dict:
+    """A history record with every common key present (None where it does not apply)."""
+    base = {"round": round_index, "phase": phase, "epoch": None, "dev": None, "test": None,
+            "l_task": None, "l_int": None, "l_phi": None}
+    base.update(values)
+    return base
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return fmean(kept) if kept else None
+
+
+@dataclass
+class BestState:
+    """The best dev score so far with the (model, extractor) state that produced it, kept in memory."""
+
+    dev: float
+    model_state: dict
+    extractor_state: dict | None
+    round: int
+    epoch: int
+
+    def offer(self, dev: float, model: torch.nn.Module, extractor: DiffMaskExtractor, round_index: int,
+              epoch: int) -> bool:
+        if dev >= self.dev:  # ties go to the later state, as fit() and the reference
+            self.dev, self.round, self.epoch = dev, round_index, epoch
+            self.model_state = state_copy(model)
+            self.extractor_state = state_copy(extractor)
+            return True
+        return False
+
+
+def _order(n: int, shuffle: bool, generator: torch.Generator) -> list[int]:
+    return torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+
+
+def warm_up(context: TrainingContext) -> SeedResult:
+    """L_task until early stopping, best-dev weights loaded: exactly the baseline's `fit()`."""
+    config = replace(context.config, warmup_epochs=0.0)
+
+    def step_log(entry: dict) -> None:
+        context.step_log({"round": 0, "phase": "warmup", **entry})
+
+    return fit(replace(context, method=Baseline(), config=config, step_log=step_log))
+
+
+def train_extractor_phase(context: TrainingContext, method: DiffMaskMethod, extractor: DiffMaskExtractor,
+                          round_index: int, lr: float, shuffler: torch.Generator, noise: torch.Generator,
+                          history: list[dict]) -> dict:
+    """--extractor-epochs epochs of L_phi with theta frozen; returns the last epoch's mean statistics."""
+    model, config, device, dm = context.model, context.config, context.device, method.dm
+    optimizers = make_extractor_optimizers(extractor, lr, dm.lr_alpha)
+    last: dict = {}
+    step = 0
+    extractor.train()
+    with frozen(model), eval_mode(model):
+        for epoch in range(dm.extractor_epochs):
+            epoch_stats: list[dict] = []
+            for batch in context.train.batches(config.batch_size, _order(len(context.train), config.shuffle, shuffler)):
+                stats = extractor_step(model, extractor, batch.to(device), optimizers, dm.eps, noise,
+                                       config.max_grad_norm)
+                epoch_stats.append(stats)
+                context.step_log({"round": round_index, "phase": "extractor", "epoch": epoch, "step": step, **stats})
+                step += 1
+            last = {key: _mean([s[key] for s in epoch_stats]) for key in ("l_phi", "kl", "l0")}
+            last["alpha"] = float(extractor.alpha.detach())
+            history.append(record(round_index, "extractor", epoch=epoch, **last))
+    return last
+
+
+def train_model_phase(context: TrainingContext, method: DiffMaskMethod, extractor: DiffMaskExtractor,
+                      round_index: int, lr: float, epochs: int, best: BestState, epoch_offset: int,
+                      shuffler: torch.Generator, history: list[dict]) -> dict:
+    """Up to `epochs` epochs of L_task + alpha * L_int with the extractor frozen, dev after each epoch."""
+    model, config, device, dm = context.model, context.config, context.device, method.dm
+    steps_per_epoch = max(1, math.ceil(len(context.train) / config.batch_size))
+    optimizer, scheduler = make_optimizer(model, model.named_parameters(), replace(config, lr=lr),
+                                          steps_per_epoch * epochs)
+    bad_epochs, epochs_run, dev, step = 0, 0, None, 0
+    phase_l_int: list[float | None] = []
+    with frozen(extractor):
+        for epoch in range(epochs):
+            task_losses, int_losses = [], []
+            for batch in context.train.batches(config.batch_size, _order(len(context.train), config.shuffle, shuffler)):
+                stats = model_step(model, batch.to(device), extractor, optimizer, scheduler, config.alpha,
+                                   dm.score, config.max_grad_norm)
+                task_losses.append(stats["l_task"])
+                int_losses.append(stats["l_int"])
+                context.step_log({"round": round_index, "phase": "model", "epoch": epoch, "step": step, **stats,
+                                  "lr": scheduler.get_last_lr()[0]})
+                step += 1
+            phase_l_int += int_losses
+            epochs_run += 1
+            dev = evaluate(model, context.dev, context.task, device, config.eval_batch_size)
+            improved = best.offer(dev, model, extractor, round_index, epoch_offset + epoch)
+            entry = record(round_index, "model", epoch=epoch, dev=dev, l_task=_mean(task_losses),
+                           l_int=_mean(int_losses))
+            history.append(entry)
+            context.on_epoch(entry)
+            if improved:
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+                if bad_epochs > config.patience:
+                    break
+    return {"epochs": epochs_run, "dev": dev, "l_int": _mean(phase_l_int)}
+
+
+def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_round: bool) -> SeedResult:
+    """Warm-up, then one round (until early stopping) or --rounds short rounds; see the module docstring."""
+    start = time.perf_counter()
+    model, config, device, dm = context.model, context.config, context.device, method.dm
+    history: list[dict] = []
+
+    warm = warm_up(context)
+    for entry in warm.history:
+        history.append(record(0, "warmup", epoch=entry["epoch"], dev=entry["dev"], l_task=entry["l_task"]))
+    history.append(record(0, "round", dev=warm.dev, test=warm.test, best_dev=warm.dev))
+    context.step_log(history[-1])
+    best = BestState(warm.dev, state_copy(model), None, 0, warm.best_epoch)
+    epochs_done = warm.epochs_run
+
+    shuffler = torch.Generator().manual_seed(context.seed + 1)
+    noise = method.noise_generator(context.seed, device)
+    extractor: DiffMaskExtractor | None = None
+    rounds = dm.rounds if multi_round else 1
+    for round_index in range(1, rounds + 1):
+        if round_index > 1 and best.round >= 1:  # restart from the best (model, extractor) so far
+            model.load_state_dict(best.model_state)
+            if extractor is not None and best.extractor_state is not None:
+                extractor.load_state_dict(best.extractor_state)
+        if extractor is None or dm.reinit_extractor:
+            extractor = method.build_extractor(context, round_index)
+        method.extractor = extractor
+        decay = dm.round_lr_decay ** (round_index - 1)
+        ext = train_extractor_phase(context, method, extractor, round_index, dm.lr_extractor * decay, shuffler,
+                                    noise, history)
+        if best.extractor_state is None:  # the round-1 extractor was trained on the warm-up model itself
+            best.extractor_state = state_copy(extractor)
+        epochs = dm.model_epochs_per_round if multi_round else config.max_epochs
+        phase = train_model_phase(context, method, extractor, round_index, config.lr * decay, epochs, best,
+                                  epochs_done, shuffler, history)
+        epochs_done += phase["epochs"]
+        test = evaluate(model, context.test, context.task, device, config.eval_batch_size) if dm.test_curve else None
+        history.append(record(round_index, "round", dev=phase["dev"], test=test, l_int=phase["l_int"],
+                              l_phi=ext.get("l_phi"), kl=ext.get("kl"), l0=ext.get("l0"),
+                              alpha=float(extractor.alpha.detach()), best_dev=best.dev))
+        context.step_log(history[-1])
+
+    model.load_state_dict(best.model_state)
+    if extractor is not None and best.extractor_state is not None:
+        extractor.load_state_dict(best.extractor_state)
+    method.extractor = extractor
+    if best.round == 0:
+        test = warm.test  # the warm-up model was scored by fit() already
+    else:
+        test = evaluate(model, context.test, context.task, device, config.eval_batch_size)
+    return SeedResult(context.seed, best.dev, test, best.epoch, epochs_done, time.perf_counter() - start, history)

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from conftest import make_tiny_encoder
+from uimer.data.encoding import encode_examples
+from uimer.data.types import Example, TaskData, TaskKind
+from uimer.interpret import create_method
+from uimer.models.task_model import TaskModel
+from uimer.training import runner
+from uimer.training.trainer import TrainConfig, TrainingContext, WarmupGate, evaluate, fit, set_seed
+
+
+def toy_task() -> TaskData:
+    pos = [["play", "music"], ["play", "song"], ["play", "the", "music"], ["play", "a", "song"]]
+    neg = [["weather", "in", "paris"], ["what", "is", "the", "weather"], ["weather", "tomorrow"], ["the", "weather"]]
+    train = [Example(words=w, label=1, rationale=[int(x == "play") for x in w]) for w in pos[:3]]
+    train += [Example(words=w, label=0, rationale=[int(x == "weather") for x in w]) for w in neg[:3]]
+    dev = [Example(words=pos[3], label=1), Example(words=neg[3], label=0)]
+    return TaskData("toy", TaskKind.CLASSIFICATION, ["weather", "music"], train, dev, list(dev))
+
+
+def make_context(tokenizer, seed=0, method="baseline", **config) -> TrainingContext:
+    task = toy_task()
+    set_seed(seed)
+    model = TaskModel(make_tiny_encoder(len(tokenizer), seed), task.kind, 2)
+    cfg = TrainConfig(lr=1e-3, batch_size=4, max_epochs=config.pop("max_epochs", 6), patience=2, **config)
+    return TrainingContext(
+        model=model, task=task, train=encode_examples(task.train, tokenizer, task.kind),
+        dev=encode_examples(task.dev, tokenizer, task.kind), test=encode_examples(task.test, tokenizer, task.kind),
+        config=cfg, seed=seed, tokenizer=tokenizer, device=torch.device("cpu"), method=create_method(method),
+    )
+
+
+def test_fit_is_deterministic_and_scores_test_at_best_dev(tiny_tokenizer):
+    a = fit(make_context(tiny_tokenizer, seed=3))
+    b = fit(make_context(tiny_tokenizer, seed=3))
+    assert (a.dev, a.test, a.best_epoch) == (b.dev, b.test, b.best_epoch)
+    assert [h["l_task"] for h in a.history] == [h["l_task"] for h in b.history]
+    assert a.history[a.best_epoch]["dev"] == a.dev == max(h["dev"] for h in a.history)
+    assert 0.0 <= a.test <= 1.0
+
+
+def test_best_weights_are_restored_before_test(tiny_tokenizer):
+    context = make_context(tiny_tokenizer, seed=1)
+    result = fit(context)
+    assert evaluate(context.model, context.dev, context.task, context.device) == result.dev
+
+
+def test_warmup_gate_fractional_integer_and_task_trained():
+    fractional = WarmupGate(0.1, steps_per_epoch=40)
+    assert [fractional.active(s) for s in (0, 3, 4)] == [False, False, True]
+    whole = WarmupGate(2, steps_per_epoch=3)
+    assert [whole.active(s) for s in (5, 6)] == [False, True]
+    task = WarmupGate("task", steps_per_epoch=3)
+    assert not task.active(100)
+    assert task.release_on_early_stop() is True
+    assert task.active(0) and task.release_on_early_stop() is False
+    assert WarmupGate(0, 5).active(0)
+
+
+def test_runner_resumes_finished_seeds(tmp_path, tiny_tokenizer, monkeypatch):
+    monkeypatch.setattr(runner, "load_task_for", lambda spec: toy_task())
+    monkeypatch.setattr(runner, "load_tokenizer", lambda name: tiny_tokenizer)
+    monkeypatch.setattr(
+        runner, "build_model", lambda name, kind, n, pooling, attn: TaskModel(make_tiny_encoder(len(tiny_tokenizer)), kind, n)
+    )
+    monkeypatch.setattr(runner, "select_train_indices", lambda task, shot, size, seed: list(range(len(task.train))))
+    spec = runner.RunSpec(task="toy", seeds=[1, 2], output_dir=str(tmp_path),
+                          config=TrainConfig(lr=1e-3, batch_size=4, max_epochs=2, patience=1))
+    first = runner.run_experiment(spec, progress=False)
+    assert [r["seed"] for r in first["per_seed"]] == [1, 2]
+    seed1 = tmp_path / "seeds" / "seed1.json"
+    stamp = seed1.stat().st_mtime_ns
+    (tmp_path / "seeds" / "seed2.json").unlink()  # as if the run was killed during seed 2
+    second = runner.run_experiment(spec, progress=False)
+    assert seed1.stat().st_mtime_ns == stamp
+    assert second["per_seed"] == first["per_seed"][:1] + second["per_seed"][1:]
+    assert second["per_seed"][1]["test"] == first["per_seed"][1]["test"]  # same seed, same numbers
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved) >= {"task", "method", "encoder", "setting", "metric", "per_seed", "test_mean", "test_std"}
+    assert saved["test_std"] == pytest.approx(
+        torch.tensor([r["test"] for r in saved["per_seed"]], dtype=torch.float64).std().item()
+    )
