@@ -6,8 +6,9 @@ One process, the packaged MiniLM intent model, batches of real SNIPS intent trai
 `uimer.training.trainer.fit` does per batch: forward on the word embeddings, L_task + alpha * L_int, backward,
 gradient clipping, optimizer and scheduler step. Every measured method gets its own freshly loaded model,
 built the way `uimer train` builds it (eager attention when it needs double backward, SDPA otherwise) and
-prepared with `method.prepare(context)`. The methods are run round-robin, one step each per round, so a
-change in machine load during the run hits them all alike; the median over the timed rounds is reported.
+prepared with `method.prepare(context)`. The methods are run round-robin, one step each per round in a
+freshly shuffled order, so a change in machine load during the run hits them all alike and no method always
+runs after the same neighbour; the median over the timed rounds is reported.
 
 Methods that own their schedule (DM) are timed through `method.benchmark_steps(context)`: a dict of
 zero-argument callables, each one training step of one phase, reported under its own key.
@@ -163,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             attention[name] = runner.attn
 
     times: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
     for r in range(n_batches):
-        for name, step in list(steps.items()):
+        rng.shuffle(order)  # no method always follows the same (e.g. memory-hungry) neighbour
+        for name in order:
+            step = steps[name]
             if name not in times:
                 continue
             try:

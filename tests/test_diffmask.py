@@ -355,6 +355,13 @@ def test_registry_and_options():
         DMOptions.from_options({"dm_gate": "attention"})
 
 
+def test_bad_hidden_layer_fails_before_training(tiny_tokenizer):
+    from uimer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dm-hidden-layer"):
+        _context(tiny_tokenizer, options={"dm_gate": "hidden", "dm_hidden_layer": 2})  # the tiny BERT has 2 layers
+
+
 def test_cli_flags_reach_options():
     from uimer.cli import build_parser
 

@@ -311,8 +311,10 @@ def test_fit_logs_l_int_for_gb(tiny_tokenizer):
 
 
 # -- registry and CLI ---------------------------------------------------------------------------------
-def test_registry_and_cli_list_the_gb_methods(capsys):
+def test_registry_and_cli_list_the_gb_methods(capsys, monkeypatch):
     from uimer.cli import main
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse would otherwise wrap names at their hyphens
 
     for name in GB_METHODS:
         assert METHODS[name].family == "gb"

@@ -165,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
     from uimer.data.cli import register as register_data
+    from uimer.evaluation.cli import register as register_evaluation
+    from uimer.experiments.cli import register as register_experiments
 
     register_data(subparsers)
+    register_evaluation(subparsers)
+    register_experiments(subparsers)
     return parser
 
 

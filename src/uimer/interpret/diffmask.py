@@ -454,7 +454,7 @@ class DMOptions:
             round_lr_decay=float(pick("round_lr_decay", d.round_lr_decay)),
             reinit_extractor=bool(pick("reinit_extractor", d.reinit_extractor)),
             eps=float(pick("dm_eps", d.eps)),
-            hidden_layer=options.get("dm_hidden_layer"),
+            hidden_layer=None if options.get("dm_hidden_layer") is None else int(options["dm_hidden_layer"]),
             score=str(pick("dm_score", d.score)),
             test_curve=not bool(pick("dm_no_test_curve", False)),
         )
@@ -506,8 +506,13 @@ class DiffMaskMethod(InterpretationMethod):
 
     # -- hooks -------------------------------------------------------------------------------------------
     def prepare(self, context: TrainingContext) -> None:
-        """Capture the *pretrained* [MASK] embedding before any fine-tuning (the input gate's placeholder)."""
+        """Check the gate fits the encoder (before the warm-up, not after it) and capture the *pretrained*
+        [MASK] embedding before any fine-tuning (the input gate's placeholder)."""
         self.extractor = None
+        if self.dm.gate == "hidden":
+            layers = len(encoder_layers(context.model.encoder))
+            if self.dm.hidden_layer is not None and not 0 <= self.dm.hidden_layer < layers:
+                raise ConfigError(f"--dm-hidden-layer must be in 0..{layers - 1} for this encoder")
         self._mask_embedding = self._mask_row(context.model, context.tokenizer)
 
     @staticmethod

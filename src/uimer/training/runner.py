@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from uimer.data.encoding import EncodedSplit, encode_examples
+from uimer.data.encoding import encode_examples
 from uimer.data.types import TaskData, TaskKind
 from uimer.errors import ConfigError
 from uimer.interpret import create_method
@@ -192,6 +192,7 @@ def run_experiment(spec: RunSpec, progress: bool = True) -> dict:
     try:
         device = torch.device(spec.config.device)
         task = load_task_for(spec)
+        select_train_indices(task, spec.shot, spec.train_size, spec.seeds[0])  # reject a bad setting early
         tokenizer = load_tokenizer(spec.encoder)
         encoded = EncodedTask(task, tokenizer, spec.max_length, spec.dev_size)
         fingerprint = spec.fingerprint()

@@ -6,7 +6,6 @@ inference mode in large length-sorted batches, the best-dev weights stay in memo
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uimer.data.encoding import Batch, EncodedSplit
+from uimer.data.encoding import EncodedSplit
 from uimer.data.types import TaskData, TaskKind
 from uimer.evaluation.metrics import accuracy, slot_f1
 from uimer.interpret.base import InterpretationMethod

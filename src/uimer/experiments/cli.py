@@ -1,0 +1,167 @@
+"""`uimer sweep` (run a grid, resumably, optionally on Ray) and `uimer report` (REPORT.md + figures)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+from uimer.errors import UimerError
+
+
+def _seeds(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    seeds: list[int] = []
+    for value in values:
+        for part in value.replace(":", ",").split(","):
+            if part.strip():
+                try:
+                    seeds.append(int(part))
+                except ValueError:
+                    raise UimerError(f"--seeds: {part!r} is not an integer") from None
+    return seeds
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [part for value in values for part in value.split(",") if part]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run a grid of settings x methods x seeds, resumably (sequentially or on Ray)",
+        description="Run every (setting, method variant, seed) of a grid config that is not done yet. Each finished "
+        "run is written atomically to DIR/runs/<task>/<setting>/<variant>/seed<S>.json; rerunning skips finished "
+        "runs (same configuration fingerprint) and reruns killed, failed or reconfigured ones from the start.",
+    )
+    p.add_argument("config", help="grid YAML: a path or a packaged name (paper, lowresource-minilm, figures-minilm, smoke)")
+    p.add_argument("--results", required=True, metavar="DIR", help="results directory (created; shared by reruns)")
+    p.add_argument("--only-settings", nargs="+", metavar="SETTING", help="run only these settings (e.g. intent-1 nli-100)")
+    p.add_argument("--only-methods", nargs="+", metavar="METHOD",
+                   help="run only these method variants (grid keys such as im-uniform-warm, or registry names)")
+    p.add_argument("--seeds", nargs="+", help="replace every setting's seeds (space-, comma- or colon-separated)")
+    p.add_argument("--dry-run", action="store_true", help="list what would run, with a cost estimate; run nothing")
+    p.add_argument("--cost-from", action="append", default=[], metavar="DIR",
+                   help="other results directories whose measured run times feed the --dry-run estimate")
+    ray = p.add_mutually_exclusive_group()
+    ray.add_argument("--ray", action="store_true", help="run on a local Ray instance (one task per run)")
+    ray.add_argument("--ray-address", metavar="HOST:PORT",
+                     help="run on an existing Ray cluster (its GCS address, 'auto', or ray://HOST:PORT for Ray Client)")
+    p.add_argument("--ray-num-cpus", type=int, default=None,
+                   help="CPUs of the local Ray instance started by --ray (default: all)")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset root for snips/esnli runs (default: the grid's, else $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
+    p.add_argument("--device", default=None, help="override the grid's device (auto, cpu, cuda)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for sequential runs (Ray tasks use their num_cpus)")
+    p.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
+    p.set_defaults(func=cmd_sweep)
+
+    r = subparsers.add_parser("report", help="write DIR/REPORT.md: our results beside the paper's, with figures",
+                              description="Summarise a sweep's results directory: Table 2 and Table 9 layouts with the "
+                              "paper's numbers, seeds per cell, missing cells, cost per method, the issue's targets, and "
+                              "the L_int (Fig. 3) and multi-round (Fig. 4) curves when those runs exist.")
+    r.add_argument("results", metavar="DIR")
+    r.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
+    r.add_argument("--quiet", action="store_true", help="write REPORT.md without printing it")
+    r.set_defaults(func=cmd_report)
+
+
+def _dry_run(grid, runs, results: Path, args, console) -> int:
+    from rich.table import Table
+
+    from uimer.experiments.sweep import estimate_seconds, measured_seconds, run_status
+
+    measured = measured_seconds([results, *map(Path, args.cost_from)])
+    table = Table(title=f"{grid.name}: what `uimer sweep` would run in {results}")
+    for column in ("setting", "variant", "to run", "done", "stale", "est. s / run", "source", "est. total"):
+        table.add_column(column, justify="right" if column.startswith(("to", "done", "stale", "est")) else "left")
+    groups: dict[tuple[str, str], list] = {}
+    for run in runs:
+        groups.setdefault((run.cell.setting_key, run.cell.variant), []).append(run)
+    total, unknown, counts = 0.0, 0, Counter()
+    for (setting, variant), group in groups.items():
+        status = Counter(run_status(results, r) for r in group)
+        counts.update(status)
+        todo = status["todo"] + status["stale"]
+        seconds, source = estimate_seconds(grid, group[0], measured)
+        if todo and seconds is None:
+            unknown += todo
+        total += (seconds or 0.0) * todo
+        table.add_row(setting, variant, str(todo), str(status["done"]), str(status["stale"]),
+                      f"{seconds:.0f}" if seconds is not None else "?", source,
+                      f"{(seconds or 0) * todo / 60:.1f} min" if seconds is not None else "?")
+    console.print(table)
+    to_run = counts["todo"] + counts["stale"]
+    console.print(f"{len(runs)} runs: {counts['done']} done, {to_run} to run ({counts['stale']} of them stale: "
+                  f"configuration changed).")
+    line = f"Estimated compute for the runs to do: {total / 3600:.2f} h run after run"
+    cpus = [r.resources["num_cpus"] for r in runs if run_status(results, r) != "done"]
+    if (args.ray or args.ray_address) and cpus:
+        per_run = Counter(cpus).most_common(1)[0][0] or 1.0
+        if args.ray:
+            slots = max(1, math.floor((args.ray_num_cpus or os.cpu_count() or 1) / per_run))
+            line += f"; ≈ {total / slots / 3600:.2f} h on the local Ray instance ({slots} runs in parallel)"
+        else:
+            line += f"; divide by the cluster's parallel runs ({per_run:g} CPU each)"
+    if unknown:
+        line += f" (+ {unknown} runs without an estimate)"
+    console.print(line + ".")
+    missing_paths = sorted({
+        value for r in runs if run_status(results, r) != "done"
+        for value in (r.spec.config.method_options.get("mlm"), r.spec.rationale_file)
+        if isinstance(value, str) and ("/" in value or value.startswith(".")) and not Path(value).expanduser().exists()
+    })
+    for value in missing_paths:
+        console.print(f"[yellow]warning[/yellow]: {value} does not exist (yet); runs that need it will fail")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from rich.console import Console
+
+    from uimer.experiments.config import load_grid
+    from uimer.experiments.sweep import plan_runs, sweep
+
+    console = Console(stderr=True)
+    grid = load_grid(args.config)
+    seeds, only_settings, only_methods = _seeds(args.seeds), _names(args.only_settings), _names(args.only_methods)
+    results = Path(args.results)
+    if args.dry_run:
+        runs = plan_runs(grid, seeds, only_settings, only_methods, args.data_dir, args.device)
+        out = Console()
+        return _dry_run(grid, runs, results, args, out if out.is_terminal else Console(width=150))
+
+    def on_term(signum, frame):  # a polite kill ends like Ctrl-C: finished runs stay, Ray tasks are cancelled
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        outcome = sweep(grid, results, seeds=seeds, only_settings=only_settings, only_methods=only_methods,
+                        data_dir=args.data_dir, device=args.device, use_ray=args.ray, ray_address=args.ray_address,
+                        ray_num_cpus=args.ray_num_cpus, threads=args.threads, progress=not args.no_progress,
+                        console=console)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    console.print(f"{grid.name}: {outcome.planned} runs planned, {outcome.skipped} already done, "
+                  f"{len(outcome.finished)} finished now, {len(outcome.failed)} failed. Results: {results}")
+    for name, error in outcome.failed:
+        console.print(f"  [red]failed[/red] {name}: {error}")
+    if outcome.failed:
+        console.print(f"  (details in {results / 'failed'}; a rerun retries them)")
+    return 1 if outcome.failed else 0
+
+
+def cmd_report(args) -> int:
+    from uimer.experiments.report import write_report
+
+    path, text = write_report(Path(args.results), figures=not args.no_figures)
+    if not args.quiet:
+        print(text)
+    print(f"written: {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,506 @@
+"""Experiment grids as YAML: settings x methods (x seeds), each cell a `RunSpec` for one seed.
+
+A grid file has these top-level keys (all optional except `settings` and `methods`, which may instead come
+from the file it `extends`)::
+
+    name: lowresource-minilm          # default: the file's stem
+    description: free text
+    extends: paper.yaml               # a base grid (path relative to this file, or a packaged config name)
+    defaults:  {RUN FIELDS}           # apply to every run
+    settings:                         # the columns: key -> RUN FIELDS incl. task and shot / train_size
+      intent-1: {task: snips-intent, shot: 1}
+    methods:                          # the rows: key (the "variant") -> METHOD ENTRY
+      im-uniform-warm:
+        method: im-uniform            # registry name (`uimer train --method`); default: the key
+        label: "UIMER-IM +Uniform (warm.)"
+        paper: im-uniform-warm        # key in paper_results.yaml; default: the key when it is there
+        only_settings: [intent-1]     # restrict the variant to some settings (default: all)
+        train: {warmup_epochs: 1}     # RUN FIELDS for every setting ...
+        settings:                     # ... and per setting (these win)
+          intent-1: {train: {lr: 4.0e-4, alpha: 4}, options: {margin: 0.5}}
+    overrides: {RUN FIELDS}           # applied last, over everything (e.g. a smoke test's max_epochs)
+    cost: {baseline: {SETTING: seconds}, factor: {METHOD: x}}   # dry-run cost model, see uimer.experiments.sweep
+
+RUN FIELDS: `task`, `shot`, `train_size` (settings only), `dev_size`, `encoder`, `seeds`, `max_length`,
+`pooling`, `rationale_file`, `data_dir`, `device` (`auto`, `cpu`, `cuda`), `train` (TrainConfig fields:
+lr, batch_size, max_epochs, patience, alpha, warmup_epochs, ...), `options` (method options keyed by the
+argparse dest of `uimer train`'s flags: margin, im_k, mlm, rounds, lr_extractor, ...) and `resources`
+(`num_cpus`, `num_gpus` of one run's Ray task).
+
+A cell (method M, setting S) is the deep merge, later winning, of: defaults, settings[S], M's own fields,
+M.settings[S], overrides. With `extends`, the base file's raw sections are deep-merged with this file's
+first (so a derived grid inherits the base's hyper-parameters per cell); a *list* under `settings` or
+`methods` selects (and orders) entries of the base instead of merging.
+
+Paths in `rationale_file` and `data_dir` are relative to the grid file; `encoder` and `options.mlm` are
+names or paths as `uimer train` takes them (relative paths are resolved against the working directory when
+a sweep runs). Every problem is a `ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uimer.errors import ConfigError
+from uimer.training.trainer import TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.yaml"
+TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
+TASK_COLUMN_PREFIX = {"snips-intent": "intent", "snips-slot": "slot", "esnli": "nli"}
+
+TOP_KEYS = ("name", "description", "extends", "defaults", "settings", "methods", "overrides", "cost")
+SETTING_ONLY = ("task", "shot", "train_size")
+RUN_KEYS = ("dev_size", "encoder", "seeds", "max_length", "pooling", "rationale_file", "data_dir", "device",
+            "train", "options", "resources")
+METHOD_META = ("method", "label", "paper", "only_settings", "settings")
+RESOURCE_KEYS = ("num_cpus", "num_gpus")
+# TrainConfig fields a grid may set (device and method_options come from `device` and `options`).
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "method_options"))
+RUN_DEFAULTS: dict[str, Any] = {
+    "encoder": "minilm", "seeds": [55, 1988, 12333, 42], "max_length": 128, "pooling": "cls", "dev_size": None,
+    "rationale_file": None, "data_dir": None, "device": "auto", "shot": None, "train_size": None,
+}
+
+
+# -- small helpers ---------------------------------------------------------------------------------------
+def deep_merge(base: Any, over: Any) -> Any:
+    """`over` on top of `base`: mappings merge key by key, anything else (lists included) is replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            merged[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(over)
+
+
+def column_name(task: str, setting: str) -> str:
+    """The report's column for a (task, RunSpec.setting): intent-1, slot-full, nli-100, jsonl-3 ..."""
+    prefix = TASK_COLUMN_PREFIX.get(task, task)
+    short = setting.removesuffix("-shot").removesuffix("-train")
+    return f"{prefix}-{short}"
+
+
+def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
+    """A grid file by path (relative to `relative_to`'s folder when given) or by packaged name."""
+    candidates = []
+    path = Path(name).expanduser()
+    if relative_to is not None and not path.is_absolute():
+        candidates.append(relative_to.parent / path)
+    candidates.append(path)
+    if path.suffix == "" and len(path.parts) == 1:
+        candidates.append(CONFIG_DIR / f"{path}.yaml")
+    elif len(path.parts) == 1:
+        candidates.append(CONFIG_DIR / path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    packaged = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    where = f" (referenced from {relative_to})" if relative_to else ""
+    raise ConfigError(f"grid config {str(name)!r} not found{where}; packaged configs: {packaged}")
+
+
+class _Where:
+    """Builds error messages that name the file and the dotted key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {message}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with keys {', '.join(TOP_KEYS)}")
+    unknown = sorted(set(data) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown top-level key (expected one of {', '.join(TOP_KEYS)})")
+    return data
+
+
+def _select_or_merge(base: dict, mine: Any, where: _Where, section: str) -> dict:
+    if mine is None:
+        return base
+    if isinstance(mine, list):
+        picked = {}
+        for key in mine:
+            if key not in base:
+                raise where.error(f"{section}.{key}", f"not defined in the base grid (it has: {', '.join(base)})")
+            picked[key] = base[key]
+        return picked
+    if not isinstance(mine, dict):
+        raise where.error(section, "must be a mapping (or, with `extends`, a list of base keys)")
+    merged = {}
+    for key, value in mine.items():
+        merged[key] = deep_merge(base[key], value or {}) if key in base else (value or {})
+    return merged
+
+
+def _load_raw(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
+    """The raw grid with `extends` applied; returns it with the files it came from (base first)."""
+    if path in chain:
+        raise ConfigError(f"{path}: extends: circular ({' -> '.join(str(p) for p in (*chain, path))})")
+    raw = _read_yaml(path)
+    where = _Where(path)
+    for section in ("defaults", "overrides", "cost"):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise where.error(section, "must be a mapping")
+    # Relative file paths are relative to the file that wrote them.
+    for section_name in ("defaults", "overrides"):
+        _anchor_paths(raw.get(section_name), path)
+    for section_name in ("settings", "methods"):
+        entries = raw.get(section_name)
+        if isinstance(entries, dict):
+            for entry in entries.values():
+                _anchor_paths(entry, path)
+                if isinstance(entry, dict) and isinstance(entry.get("settings"), dict):
+                    for cell in entry["settings"].values():
+                        _anchor_paths(cell, path)
+    files = [path]
+    if raw.get("extends"):
+        if not isinstance(raw["extends"], str):
+            raise where.error("extends", "must be a file name")
+        base_path = resolve_config_path(raw["extends"], relative_to=path)
+        base, base_files = _load_raw(base_path, (*chain, path))
+        files = base_files + files
+        known = set(base.get("_known_settings", ())) | set(base.get("settings") or {})
+        if isinstance(raw.get("settings"), dict):
+            known |= set(raw["settings"])
+        merged = {
+            "_known_settings": sorted(known),
+            "name": raw.get("name") or path.stem,
+            "description": raw.get("description", base.get("description", "")),
+            "defaults": deep_merge(base.get("defaults") or {}, raw.get("defaults") or {}),
+            "settings": _select_or_merge(base.get("settings") or {}, raw.get("settings"), where, "settings"),
+            "methods": _select_or_merge(base.get("methods") or {}, raw.get("methods"), where, "methods"),
+            "overrides": deep_merge(base.get("overrides") or {}, raw.get("overrides") or {}),
+            "cost": deep_merge(base.get("cost") or {}, raw.get("cost") or {}),
+        }
+        return merged, files
+    raw.setdefault("name", path.stem)
+    return raw, files
+
+
+def _anchor_paths(fields_: Any, path: Path) -> None:
+    """Make `rationale_file` / `data_dir` absolute relative to the grid file that names them."""
+    if not isinstance(fields_, dict):
+        return
+    for key in ("rationale_file", "data_dir"):
+        value = fields_.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            fields_[key] = str((path.parent / Path(value).expanduser()).resolve())
+
+
+# -- validation of run fields ----------------------------------------------------------------------------
+def _option_actions() -> dict[str, argparse.Action]:
+    """The method flags of `uimer train`, by argparse dest (registered by the method families)."""
+    from uimer.interpret import CLI_OPTIONS
+
+    parser = argparse.ArgumentParser(add_help=False)
+    for _, add_options in CLI_OPTIONS:
+        add_options(parser.add_argument_group())
+    return {a.dest: a for a in parser._actions}
+
+
+def _coerce(value: Any, kind: type, key: str, where: _Where) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise where.error(key, f"expected true/false, got {value!r}")
+    if isinstance(value, bool):
+        raise where.error(key, f"expected a number, got {value!r}")
+    try:
+        if kind is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise where.error(key, f"expected {kind.__name__}, got {value!r}") from None
+
+
+def _check_options(options: Any, key: str, where: _Where, actions: dict[str, argparse.Action]) -> dict:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise where.error(key, "must be a mapping of method options")
+    checked = {}
+    for name, value in options.items():
+        dest = str(name).replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            raise where.error(f"{key}.{name}", f"unknown method option (known: {', '.join(sorted(actions))})")
+        if value is None:
+            checked[dest] = None
+            continue
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            value = _coerce(value, bool, f"{key}.{name}", where)
+        elif action.type in (int, float):
+            value = _coerce(value, action.type, f"{key}.{name}", where)
+        elif action.type is not None and callable(action.type):
+            try:
+                value = action.type(value if isinstance(value, str) else str(value))
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+                raise where.error(f"{key}.{name}", f"bad value {value!r}: {err}") from None
+        if action.choices is not None and value not in action.choices:
+            raise where.error(f"{key}.{name}", f"{value!r} is not one of {', '.join(map(str, action.choices))}")
+        checked[dest] = value
+    return checked
+
+
+def _check_train(train: Any, key: str, where: _Where) -> dict:
+    if train is None:
+        return {}
+    if not isinstance(train, dict):
+        raise where.error(key, "must be a mapping of training hyper-parameters")
+    kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    checked = {}
+    for name, value in train.items():
+        if name not in TRAIN_KEYS:
+            raise where.error(f"{key}.{name}", f"unknown training field (known: {', '.join(TRAIN_KEYS)})")
+        kind = kinds[name]
+        if name == "warmup_epochs":
+            if value in ("task", "task-trained"):
+                checked[name] = "task"
+                continue
+            value = _coerce(value, float, f"{key}.{name}", where)
+            if value < 0:
+                raise where.error(f"{key}.{name}", "must be >= 0 (or 'task')")
+        elif kind in ("int", int):
+            value = _coerce(value, int, f"{key}.{name}", where)
+        elif kind in ("float", float):
+            value = _coerce(value, float, f"{key}.{name}", where)
+        elif kind in ("bool", bool):
+            value = _coerce(value, bool, f"{key}.{name}", where)
+        checked[name] = value
+    return checked
+
+
+def _check_fields(fields_: Any, key: str, where: _Where, actions, allow_setting: bool) -> dict:
+    """Validate one layer of run fields; returns it with normalised values."""
+    if fields_ is None:
+        return {}
+    if not isinstance(fields_, dict):
+        raise where.error(key, "must be a mapping")
+    allowed = RUN_KEYS + (SETTING_ONLY if allow_setting else ())
+    out: dict[str, Any] = {}
+    for name, value in fields_.items():
+        sub = f"{key}.{name}" if key else name
+        if name not in allowed:
+            hint = " (task/shot/train_size belong to a setting)" if name in SETTING_ONLY else ""
+            raise where.error(sub, f"unknown key{hint} (expected one of {', '.join(allowed)})")
+        if name == "train":
+            out[name] = _check_train(value, sub, where)
+        elif name == "options":
+            out[name] = _check_options(value, sub, where, actions)
+        elif name == "resources":
+            if not isinstance(value, dict):
+                raise where.error(sub, "must be a mapping with num_cpus / num_gpus")
+            for res, amount in value.items():
+                if res not in RESOURCE_KEYS:
+                    raise where.error(f"{sub}.{res}", f"unknown resource (expected {', '.join(RESOURCE_KEYS)})")
+                amount = _coerce(amount, float, f"{sub}.{res}", where)
+                if amount < 0:
+                    raise where.error(f"{sub}.{res}", "must be >= 0")
+            out[name] = {res: float(amount) for res, amount in value.items()}
+        elif name == "seeds":
+            if isinstance(value, int | str):
+                value = [value]
+            if not isinstance(value, list) or not value:
+                raise where.error(sub, "must be a non-empty list of integers")
+            out[name] = [_coerce(s, int, sub, where) for s in value]
+        elif name == "task":
+            if value not in TASK_CHOICES:
+                raise where.error(sub, f"{value!r} is not one of {', '.join(TASK_CHOICES)}")
+            out[name] = value
+        elif name in ("shot", "train_size", "dev_size", "max_length"):
+            out[name] = None if value is None else _coerce(value, int, sub, where)
+        elif name == "pooling":
+            if value not in ("cls", "mean"):
+                raise where.error(sub, f"{value!r} is not one of cls, mean")
+            out[name] = value
+        else:
+            if value is not None and not isinstance(value, str):
+                raise where.error(sub, f"expected a string, got {value!r}")
+            out[name] = value
+    return out
+
+
+# -- the grid --------------------------------------------------------------------------------------------
+@dataclass
+class MethodEntry:
+    key: str
+    method: str
+    family: str
+    label: str
+    paper: str | None
+    only_settings: list[str] | None
+    fields: dict
+    per_setting: dict[str, dict]
+    paper_per_setting: dict[str, str | None]
+
+
+@dataclass
+class Cell:
+    """One (variant, setting) of a grid, fully resolved; `seeds` expand it into runs."""
+
+    variant: str
+    method: str
+    family: str
+    label: str
+    setting_key: str
+    paper: str | None
+    fields: dict  # merged run fields (task, shot, ..., train, options, resources)
+
+    @property
+    def task(self) -> str:
+        return self.fields["task"]
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    files: list[Path]
+    description: str
+    settings: dict[str, dict]
+    methods: dict[str, MethodEntry]
+    defaults: dict
+    overrides: dict
+    cost: dict = field(default_factory=dict)
+
+    def cell(self, variant: str, setting: str) -> Cell:
+        entry = self.methods[variant]
+        merged: dict = {}
+        for layer in (RUN_DEFAULTS, self.defaults, self.settings[setting], entry.fields,
+                      entry.per_setting.get(setting, {}), self.overrides):
+            merged = deep_merge(merged, layer)
+        merged.setdefault("train", {})
+        merged.setdefault("options", {})
+        merged.setdefault("resources", {})
+        paper = entry.paper_per_setting.get(setting, entry.paper)
+        return Cell(variant, entry.method, entry.family, entry.label, setting, paper, merged)
+
+    def cells(self, only_settings: list[str] | None = None, only_methods: list[str] | None = None) -> list[Cell]:
+        """Cells in (setting, method) order, filtered; unknown filter names are errors."""
+        for name, pool, what in ((only_settings, self.settings, "setting"), (only_methods, self.methods, "method")):
+            for item in name or []:
+                if item not in pool:
+                    raise ConfigError(f"{self.path}: no {what} {item!r} in this grid (it has: {', '.join(pool)})")
+        out = []
+        for setting in self.settings:
+            if only_settings and setting not in only_settings:
+                continue
+            for variant, entry in self.methods.items():
+                if only_methods and variant not in only_methods and entry.method not in only_methods:
+                    continue
+                if entry.only_settings is not None and setting not in entry.only_settings:
+                    continue
+                out.append(self.cell(variant, setting))
+        return out
+
+
+def load_grid(name: str | Path) -> Grid:
+    """Load, merge (`extends`) and validate a grid file; raises ConfigError naming the file and key."""
+    from uimer.interpret import METHODS
+
+    path = resolve_config_path(name)
+    raw, files = _load_raw(path)
+    where = _Where(path)
+    actions = _option_actions()
+    paper_keys = set(load_paper_results()["methods"])
+
+    defaults = _check_fields(raw.get("defaults"), "defaults", where, actions, allow_setting=False)
+    overrides = _check_fields(raw.get("overrides"), "overrides", where, actions, allow_setting=False)
+    settings_raw = raw.get("settings")
+    if not isinstance(settings_raw, dict) or not settings_raw:
+        raise where.error("settings", "a non-empty mapping of setting name -> {task, shot | train_size, ...} is required")
+    settings: dict[str, dict] = {}
+    for key, value in settings_raw.items():
+        checked = _check_fields(value or {}, f"settings.{key}", where, actions, allow_setting=True)
+        if "task" not in checked:
+            raise where.error(f"settings.{key}.task", "missing (one of " + ", ".join(TASK_CHOICES) + ")")
+        if checked.get("shot") and checked.get("train_size"):
+            raise where.error(f"settings.{key}", "give shot or train_size, not both")
+        settings[str(key)] = checked
+
+    known_settings = set(raw.get("_known_settings", ()))
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise where.error("methods", "a non-empty mapping of variant name -> method entry is required")
+    methods: dict[str, MethodEntry] = {}
+    for key, value in methods_raw.items():
+        key = str(key)
+        value = value or {}
+        if not isinstance(value, dict):
+            raise where.error(f"methods.{key}", "must be a mapping")
+        registry = value.get("method", key)
+        if registry not in METHODS:
+            raise where.error(f"methods.{key}.method",
+                              f"unknown method {registry!r} (registered: {', '.join(sorted(METHODS))})")
+        run_fields = {k: v for k, v in value.items() if k not in METHOD_META}
+        fields_ = _check_fields(run_fields, f"methods.{key}", where, actions, allow_setting=False)
+        only = value.get("only_settings")
+        if only is not None:
+            if not isinstance(only, list) or not all(isinstance(s, str) for s in only):
+                raise where.error(f"methods.{key}.only_settings", "must be a list of setting names")
+            for s in only:
+                if s not in settings and s not in known_settings:
+                    raise where.error(f"methods.{key}.only_settings", f"no setting {s!r} in this grid")
+            only = [s for s in only if s in settings]  # a derived grid may leave some of them out
+        per_setting: dict[str, dict] = {}
+        paper_per_setting: dict[str, str | None] = {}
+        cell_overrides = value.get("settings") or {}
+        if not isinstance(cell_overrides, dict):
+            raise where.error(f"methods.{key}.settings", "must be a mapping of setting name -> run fields")
+        for setting, cell in cell_overrides.items():
+            if setting not in settings:
+                # A derived grid may leave out settings its base configures: those cells are simply unused.
+                if setting in known_settings:
+                    continue
+                raise where.error(f"methods.{key}.settings.{setting}", "no such setting in this grid")
+            cell = dict(cell or {})
+            if "paper" in cell:
+                paper_per_setting[setting] = cell.pop("paper")
+            per_setting[setting] = _check_fields(cell, f"methods.{key}.settings.{setting}", where, actions,
+                                                 allow_setting=False)
+        paper = value.get("paper", key if key in paper_keys else None)
+        for p in [paper, *paper_per_setting.values()]:
+            if p is not None and p not in paper_keys:
+                raise where.error(f"methods.{key}.paper", f"{p!r} is not in paper_results.yaml")
+        spec = METHODS[registry]
+        methods[key] = MethodEntry(key, registry, spec.family, str(value.get("label", key)), paper, only,
+                                   fields_, per_setting, paper_per_setting)
+    cost = raw.get("cost") or {}
+    return Grid(raw.get("name") or path.stem, path, files, str(raw.get("description") or "").strip(), settings,
+                methods, defaults, overrides, cost)
+
+
+_PAPER_CACHE: dict[Path, dict] = {}
+
+
+def load_paper_results(path: Path = PAPER_RESULTS) -> dict:
+    """The paper's Table 2 means and Table 9 stds (in %), keyed by method then report column."""
+    if path not in _PAPER_CACHE:
+        data = yaml.safe_load(Path(path).read_text())
+        if not isinstance(data, dict) or "methods" not in data:
+            raise ConfigError(f"{path}: expected a mapping with a 'methods' section")
+        _PAPER_CACHE[path] = data
+    return _PAPER_CACHE[path]

@@ -1,0 +1,511 @@
+"""`uimer report DIR`: the sweep's results side by side with the paper's, as DIR/REPORT.md (+ figures).
+
+What counts: a run file counts for its cell when its fingerprint is the one the latest plan of its grid
+(DIR/plans/*.json) expects; files written under another configuration are listed as stale and left out.
+Without any plan every run file counts. Scores are test scores at the best dev epoch, in %; "mean ± std"
+is over seeds with the sample (ddof = 1) standard deviation, as the paper's Table 9.
+
+Targets (issue 6), per low-resource column (every column but the full-data ones): the best variant of each
+UIMER family (GB, IM, DM) has a mean >= our baseline's; the best UIMER variant overall beats our baseline by
+at least half the paper's margin, where the paper's margin is its best UIMER mean in that column (over all
+of its UIMER rows) minus its baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uimer.errors import UimerError
+from uimer.experiments.config import load_paper_results
+from uimer.experiments.sweep import FAILED, PLANS, RUNS, read_json, write_text_atomic
+
+FAMILIES = ("gb", "im", "dm")
+FAMILY_NAMES = {"gb": "UIMER-GB", "im": "UIMER-IM", "dm": "UIMER-DM"}
+
+
+@dataclass
+class CellStats:
+    variant: str
+    column: str
+    tests: list[float]  # in %
+    seeds: list[int]
+    expected: int | None = None  # seeds the plan expects (None: no plan)
+
+    @property
+    def n(self) -> int:
+        return len(self.tests)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.tests) if self.tests else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.tests) if len(self.tests) > 1 else (0.0 if self.tests else None)
+
+    @property
+    def complete(self) -> bool:
+        return self.expected is None or self.n >= self.expected
+
+
+@dataclass
+class Row:
+    variant: str
+    method: str
+    family: str
+    label: str
+    paper: dict[str, str | None] = field(default_factory=dict)  # column -> paper key
+
+
+@dataclass
+class ResultsView:
+    """Everything the report shows, computed once (tests read it directly)."""
+
+    rows: list[Row]
+    columns: list[str]
+    cells: dict[tuple[str, str], CellStats]
+    records: list[dict]
+    stale: list[dict]
+    missing: list[dict]
+    failures: list[dict]
+    sessions: list[dict]
+    baseline: str | None
+    paper: dict
+
+    def cell(self, variant: str, column: str) -> CellStats | None:
+        return self.cells.get((variant, column))
+
+    def paper_mean(self, row: Row, column: str) -> float | None:
+        key = row.paper.get(column)
+        return self.paper["methods"].get(key, {}).get("mean", {}).get(column) if key else None
+
+    def paper_std(self, row: Row, column: str) -> float | None:
+        key = row.paper.get(column)
+        return self.paper["methods"].get(key, {}).get("std", {}).get(column) if key else None
+
+
+def _column_order(columns: set[str], paper: dict) -> list[str]:
+    known = [c for c in paper["settings"] if c in columns]
+    return known + sorted(columns - set(known))
+
+
+def load_view(results: Path) -> ResultsView:
+    results = Path(results)
+    if not results.is_dir():
+        raise UimerError(f"{results}: no such results directory")
+    paper = load_paper_results()
+    expected: dict[str, dict] = {}
+    plan_files = sorted((results / PLANS).glob("*.json"), key=lambda p: (read_json(p) or {}).get("written_at", ""))
+    for plan_file in plan_files:  # later plans win for a run both list
+        for run in (read_json(plan_file) or {}).get("runs", []):
+            expected[run["relpath"]] = run
+
+    records, stale = [], []
+    for path in sorted((results / RUNS).rglob("seed*.json")) if (results / RUNS).exists() else []:
+        record = read_json(path)
+        if not record or "test" not in record or "variant" not in record:
+            continue
+        relpath = str(path.relative_to(results))
+        record["_path"] = relpath
+        plan = expected.get(relpath)
+        if plan is not None and plan["fingerprint"] != record.get("fingerprint"):
+            stale.append(record)
+        else:
+            records.append(record)
+
+    failures = []
+    for path in sorted((results / FAILED).rglob("seed*.json")) if (results / FAILED).exists() else []:
+        failure = read_json(path)
+        if failure:
+            failures.append(failure)
+
+    # Rows in plan order (then any others), with the paper key per column.
+    rows: dict[str, Row] = {}
+    for meta in [*expected.values(), *records]:
+        row = rows.setdefault(meta["variant"], Row(meta["variant"], meta["method"], meta["family"],
+                                                   meta.get("label") or meta["variant"]))
+        row.paper.setdefault(meta["column"], meta.get("paper"))
+    columns = _column_order({m["column"] for m in [*expected.values(), *records]}, paper)
+
+    cells: dict[tuple[str, str], CellStats] = {}
+    for record in records:
+        key = (record["variant"], record["column"])
+        cell = cells.setdefault(key, CellStats(*key, [], []))
+        cell.tests.append(100 * float(record["test"]))
+        cell.seeds.append(int(record["seed"]))
+    expected_by_cell: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for run in expected.values():
+        expected_by_cell[(run["variant"], run["column"])].append(run)
+    done = {r["_path"] for r in records}
+    failed_by_path = {f.get("relpath"): f for f in failures}
+    stale_paths = {r["_path"] for r in stale}
+    missing = []
+    for key, runs in expected_by_cell.items():
+        cell = cells.setdefault(key, CellStats(*key, [], []))
+        cell.expected = len(runs)
+        absent = [r for r in runs if r["relpath"] not in done]
+        if absent:
+            missing.append({
+                "variant": key[0], "column": key[1], "have": len(runs) - len(absent), "expected": len(runs),
+                "seeds": [r["seed"] for r in absent],
+                "failed": {r["seed"]: failed_by_path[r["relpath"]]["error"] for r in absent
+                           if r["relpath"] in failed_by_path},
+                "stale": [r["seed"] for r in absent if r["relpath"] in stale_paths],
+            })
+    cells = {k: v for k, v in cells.items() if v.n or v.expected}
+    baseline = next((r.variant for r in rows.values() if r.variant == "baseline"), None) or next(
+        (r.variant for r in rows.values() if r.method == "baseline"), None)
+    sessions = []
+    if (results / "sweeps.jsonl").exists():
+        for line in (results / "sweeps.jsonl").read_text().splitlines():
+            try:
+                sessions.append(json.loads(line))
+            except ValueError:
+                continue
+    return ResultsView(list(rows.values()), columns, cells, records, stale, missing, failures, sessions, baseline,
+                       paper)
+
+
+# -- formatting ------------------------------------------------------------------------------------------
+def _f(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"
+
+
+def table2(view: ResultsView) -> list[str]:
+    base = view.baseline
+    header = ["method", *view.columns]
+    out = []
+    for row in view.rows:
+        cells = []
+        for column in view.columns:
+            cell = view.cell(row.variant, column)
+            paper = view.paper_mean(row, column)
+            if cell is None:  # not planned: the paper's number alone, for reference
+                cells.append(f"({_f(paper)})" if paper is not None else "")
+                continue
+            if cell.mean is None:
+                cells.append(f"— ({_f(paper)})")
+                continue
+            text = f"{_f(cell.mean)}{'' if cell.complete else '*'} ({_f(paper)})"
+            base_cell = view.cell(base, column) if base else None
+            if row.variant != base and base_cell is not None and base_cell.mean is not None:
+                text += f" {_f(cell.mean - base_cell.mean, sign=True)}"
+            cells.append(text)
+        out.append([f"{row.variant}", *cells])
+    return _table(header, out)
+
+
+def table9(view: ResultsView) -> list[str]:
+    header = ["method", *view.columns]
+    out = []
+    for row in view.rows:
+        cells = []
+        for column in view.columns:
+            cell = view.cell(row.variant, column)
+            paper_mean, paper_std = view.paper_mean(row, column), view.paper_std(row, column)
+            paper_text = f" [{_f(paper_mean)} ± {_f(paper_std)}]" if paper_mean is not None and paper_std is not None \
+                else (f" [{_f(paper_mean)}]" if paper_mean is not None else "")
+            if cell is None:
+                cells.append(paper_text.strip())
+                continue
+            if cell.mean is None:
+                cells.append(f"— (0/{cell.expected}){paper_text}")
+                continue
+            seeds = f"{cell.n}" if cell.expected is None or cell.complete else f"{cell.n}/{cell.expected}"
+            cells.append(f"{_f(cell.mean)} ± {_f(cell.std)} ({seeds}){paper_text}")
+        out.append([row.variant, *cells])
+    return _table(header, out)
+
+
+def cost_table(view: ResultsView) -> tuple[list[str], float]:
+    by_variant: dict[str, list[dict]] = defaultdict(list)
+    for record in view.records:
+        by_variant[record["variant"]].append(record)
+
+    def wall(record: dict) -> float:
+        return float(record.get("wall_seconds", record.get("seconds", 0.0)) or 0.0)
+
+    def per_column(variant: str) -> dict[str, float]:
+        groups: dict[str, list[float]] = defaultdict(list)
+        for record in by_variant.get(variant, []):
+            groups[record["column"]].append(wall(record))
+        return {c: statistics.fmean(v) for c, v in groups.items()}
+
+    base_cols = per_column(view.baseline) if view.baseline else {}
+    rows, total = [], 0.0
+    for row in view.rows:
+        runs = by_variant.get(row.variant, [])
+        if not runs:
+            continue
+        walls = [wall(r) for r in runs]
+        trains = [float(r.get("seconds", 0.0) or 0.0) for r in runs]
+        total += sum(walls)
+        mine = per_column(row.variant)
+        common = [c for c in mine if c in base_cols and base_cols[c] > 0]
+        ratio = sum(mine[c] for c in common) / sum(base_cols[c] for c in common) if common else None
+        rows.append([row.variant, str(len(runs)), _hours(sum(walls)), f"{statistics.fmean(walls):.0f}",
+                     f"{statistics.fmean(trains):.0f}", f"{ratio:.2f}" if ratio is not None else "—"])
+    header = ["method", "runs", "total (sum of runs)", "mean s / run", "mean training s / run", "× baseline"]
+    return _table(header, rows), total
+
+
+def target_lines(view: ResultsView) -> list[str]:
+    """The issue's targets per low-resource column, one line each, plus a tally."""
+    base = view.baseline
+    if base is None:
+        return ["- no baseline runs: the targets cannot be checked"]
+    paper_methods = view.paper["methods"]
+    lines, family_ok, family_all, margin_ok, margin_all = [], 0, 0, 0, 0
+    for column in view.columns:
+        if column.endswith("-full"):
+            continue
+        base_cell = view.cell(base, column)
+        if base_cell is None or base_cell.mean is None:
+            continue
+        parts = [f"baseline {_f(base_cell.mean)}"]
+        best_overall: tuple[float, str] | None = None
+        for family in FAMILIES:
+            candidates = [(view.cell(r.variant, column).mean, r.variant) for r in view.rows
+                          if r.family == family and view.cell(r.variant, column) is not None
+                          and view.cell(r.variant, column).mean is not None]
+            if not candidates:
+                parts.append(f"{FAMILY_NAMES[family]}: no runs")
+                continue
+            mean, variant = max(candidates)
+            ok = mean >= base_cell.mean
+            family_all += 1
+            family_ok += ok
+            parts.append(f"{FAMILY_NAMES[family]} best {variant} {_f(mean)} ({_f(mean - base_cell.mean, sign=True)}) "
+                         f"{'✅' if ok else '❌'}")
+            if best_overall is None or mean > best_overall[0]:
+                best_overall = (mean, variant)
+        paper_base = paper_methods.get("baseline", {}).get("mean", {}).get(column)
+        paper_uimer = [(m["mean"][column], k) for k, m in paper_methods.items()
+                       if m.get("family") in FAMILIES and column in m.get("mean", {})]
+        if best_overall is not None and paper_base is not None and paper_uimer:
+            paper_best, paper_key = max(paper_uimer)
+            need = (paper_best - paper_base) / 2
+            gain = best_overall[0] - base_cell.mean
+            ok = gain >= need
+            margin_all += 1
+            margin_ok += ok
+            parts.append(f"best UIMER {best_overall[1]} {_f(gain, sign=True)} vs required {_f(need, sign=True)} "
+                         f"(half the paper's {_f(paper_best - paper_base, sign=True)}, paper best {paper_key}) "
+                         f"{'✅' if ok else '❌'}")
+        incomplete = [v for (v, c), cell in view.cells.items() if c == column and not cell.complete]
+        note = f" (incomplete cells: {', '.join(sorted(incomplete))})" if incomplete else ""
+        lines.append(f"- **{column}**: " + "; ".join(parts) + note)
+    lines.append(f"- **tally**: family best ≥ baseline in {family_ok}/{family_all} (column, family) pairs; "
+                 f"margin target met in {margin_ok}/{margin_all} columns")
+    return lines
+
+
+# -- figures ---------------------------------------------------------------------------------------------
+def _warmup(record: dict) -> float | str:
+    value = ((record.get("spec") or {}).get("config") or {}).get("warmup_epochs", 0)
+    return value if value == "task" else float(value or 0)
+
+
+def _read_steps(results: Path, record: dict) -> list[dict]:
+    path = results / Path(record["_path"]).parent / "logs" / f"seed{record['seed']}-steps.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _mean_curve(series: list[dict[int, float]]) -> tuple[list[int], list[float]]:
+    xs = sorted({x for s in series for x in s})
+    return xs, [statistics.fmean(s[x] for s in series if x in s) for x in xs]
+
+
+def figure_lint(results: Path, view: ResultsView) -> list[tuple[str, str]]:
+    """Paper Fig. 3: L_int per training step with and without warm-up, per column and IM strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for record in view.records:
+        if record.get("family") == "im":
+            groups[(record["column"], record["method"])][record["variant"]].append(record)
+    written = []
+    for column in view.columns:
+        pairs = []
+        for (col, method), variants in sorted(groups.items()):
+            if col != column:
+                continue
+            kinds = {_warmup(rs[0]) == 0 for rs in variants.values()}
+            if kinds == {True, False}:
+                pairs.append((method, variants))
+        if not pairs:
+            continue
+        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.6), squeeze=False)
+        for ax, (method, variants) in zip(axes[0], pairs, strict=True):
+            for variant, records in sorted(variants.items()):
+                warm = _warmup(records[0])
+                label = f"{variant} (warm-up {warm})" if warm != 0 else f"{variant} (no warm-up)"
+                series = []
+                for record in records:
+                    steps = {int(s["step"]): float(s["l_int"]) for s in _read_steps(results, record)
+                             if s.get("l_int") is not None and s.get("step") is not None}
+                    if steps:
+                        series.append(steps)
+                        ax.plot(list(steps), list(steps.values()), alpha=0.2, linewidth=0.8,
+                                color="tab:orange" if warm != 0 else "tab:blue")
+                if series:
+                    xs, ys = _mean_curve(series)
+                    ax.plot(xs, ys, label=f"{label}, mean of {len(series)} seeds",
+                            color="tab:orange" if warm != 0 else "tab:blue")
+            ax.set_title(f"{column}: {method}")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("L_int")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"fig3-lint-{column}.png"
+        fig.savefig(results / name, dpi=110)
+        plt.close(fig)
+        written.append((name, f"L_int with and without warm-up, {column} (paper Fig. 3)"))
+    return written
+
+
+def figure_rounds(results: Path, view: ResultsView) -> list[tuple[str, str]]:
+    """Paper Fig. 4: dev and test after each round of dm-multi-round (round 0 = the warm-up model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_column: dict[str, list[dict]] = defaultdict(list)
+    for record in view.records:
+        if record.get("method") == "dm-multi-round":
+            by_column[record["column"]].append(record)
+    written = []
+    for column in view.columns:
+        records = by_column.get(column)
+        if not records:
+            continue
+        curves: dict[str, list[dict[int, float]]] = {"dev": [], "test": []}
+        for record in records:
+            rounds = [h for h in record.get("history", []) if h.get("round") is not None
+                      and (h.get("phase") in (None, "round"))]
+            for key in curves:
+                points = {int(h["round"]): 100 * float(h[key]) for h in rounds if h.get(key) is not None}
+                if points:
+                    curves[key].append(points)
+        if not any(curves.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for key, color in (("dev", "tab:green"), ("test", "tab:red")):
+            if not curves[key]:
+                continue
+            xs, ys = _mean_curve(curves[key])
+            spread = [statistics.stdev([s[x] for s in curves[key] if x in s])
+                      if sum(x in s for s in curves[key]) > 1 else 0.0 for x in xs]
+            ax.plot(xs, ys, marker="o", markersize=3, color=color, label=f"{key} (mean of {len(curves[key])} seeds)")
+            ax.fill_between(xs, [y - s for y, s in zip(ys, spread, strict=True)],
+                            [y + s for y, s in zip(ys, spread, strict=True)], color=color, alpha=0.15)
+        ax.set_title(f"{column}: dm-multi-round")
+        ax.set_xlabel("round (0 = warm-up model)")
+        ax.set_ylabel("score (%)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"fig4-rounds-{column}.png"
+        fig.savefig(results / name, dpi=110)
+        plt.close(fig)
+        written.append((name, f"multi-round dev/test curves, {column} (paper Fig. 4)"))
+    return written
+
+
+# -- the document ----------------------------------------------------------------------------------------
+def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> str:
+    encoders = sorted({r.get("encoder", "?") for r in view.records})
+    grids = sorted({p.stem for p in (Path(results) / PLANS).glob("*.json")})
+    lines = [f"# Results: {Path(results).name}", ""]
+    lines.append(f"{len(view.records)} runs counted"
+                 + (f" from grid(s) {', '.join(grids)}" if grids else "")
+                 + (f"; encoder(s): {', '.join(encoders)}" if encoders else "") + ". "
+                 "Scores: test score (%) at the best dev epoch (accuracy for intent/NLI, slot F1 for slots).")
+    dev_notes = defaultdict(set)
+    for record in view.records:
+        dev_size = (record.get("spec") or {}).get("dev_size")
+        if dev_size:
+            dev_notes[dev_size].add(record["column"])
+    for size, columns in sorted(dev_notes.items()):
+        lines.append("")
+        lines.append(f"Model selection in {', '.join(sorted(columns))} used a seeded, label-stratified subset of "
+                     f"{size} dev examples (the paper selects on the whole dev set).")
+    lines += ["", "## Targets (low-resource columns)", "", *target_lines(view)]
+    lines += ["", "## Table 2 layout: our mean (paper's mean) and our delta against our baseline", "",
+              "Each cell: our mean over seeds, the paper's Table 2 mean in parentheses, then our mean minus our "
+              "own baseline's in the same column. `*` marks a cell with fewer seeds than planned, `—` a planned "
+              "cell without runs; a paper number alone marks a cell this grid does not run.", "", *table2(view)]
+    lines += ["", "## Table 9 layout: mean ± sample std (seeds) [paper mean ± std]", "",
+              "The number in parentheses is the count of seeds behind the cell (`n/planned` when incomplete). "
+              "The paper publishes stds for the few-shot settings only.", "", *table9(view)]
+    lines += ["", "## Missing cells", ""]
+    if view.missing:
+        for m in sorted(view.missing, key=lambda m: (view.columns.index(m["column"]) if m["column"] in view.columns
+                                                   else 99, m["variant"])):
+            extra = ""
+            if m["failed"]:
+                extra += "; failed: " + ", ".join(f"seed {s} ({e})" for s, e in m["failed"].items())
+            if m["stale"]:
+                extra += "; stale (config changed): seeds " + ", ".join(map(str, m["stale"]))
+            lines.append(f"- {m['column']} × {m['variant']}: {m['have']}/{m['expected']} seeds; missing seeds "
+                         f"{', '.join(map(str, m['seeds']))}{extra}")
+    else:
+        lines.append("None: every planned run is present." if view.cells else "No runs yet.")
+    if view.stale:
+        lines += ["", f"{len(view.stale)} run file(s) were written under an older configuration and are not counted "
+                      "(a rerun of the sweep replaces them)."]
+    cost_lines, total = cost_table(view)
+    lines += ["", "## Wall-clock cost per method", "",
+              "Seconds per run include loading and tokenising the task; training seconds are SeedResult.seconds. "
+              "`× baseline` is the ratio of mean seconds per run to the baseline's, over the columns both have.",
+              "", *cost_lines, ""]
+    lines.append(f"Sum over all counted runs: {_hours(total)}.")
+    if view.sessions:
+        elapsed = sum(float(s.get("elapsed_seconds", 0)) for s in view.sessions)
+        lines.append(f"Wall-clock of the {len(view.sessions)} sweep invocation(s) on this directory: {_hours(elapsed)} "
+                     "(parallel runs overlap; interrupted invocations included).")
+    if figures:
+        lines += ["", "## Figures", ""]
+        for name, caption in figures:
+            lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results: Path, figures: bool = True) -> tuple[Path, str]:
+    results = Path(results)
+    view = load_view(results)
+    drawn: list[tuple[str, str]] = []
+    if figures and view.records:
+        drawn = figure_lint(results, view) + figure_rounds(results, view)
+    text = render(results, view, drawn)
+    path = results / "REPORT.md"
+    write_text_atomic(path, text)
+    return path, text

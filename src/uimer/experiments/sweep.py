@@ -1,0 +1,551 @@
+"""Resumable sweeps over a grid: one JSON file per finished (setting, method variant, seed) run.
+
+Layout of a results directory::
+
+    DIR/runs/<task>/<setting>/<variant>/seed<S>.json          one finished run (SeedResult + metadata)
+    DIR/runs/<task>/<setting>/<variant>/logs/seed<S>-steps.jsonl   its per-step log (L_task, L_int, lr)
+    DIR/failed/<task>/<setting>/<variant>/seed<S>.json        the last error of a run that failed (removed on success)
+    DIR/plans/<grid name>.json                                every run the grid expects (for the report)
+    DIR/sweeps.jsonl                                          one line per sweep invocation (wall-clock)
+    DIR/sweep.log                                             what happened, with timestamps
+
+Resuming: a run is done when its file exists and carries the fingerprint (`RunSpec.fingerprint()`) of the
+run the grid now asks for; a file with another fingerprint (the config changed) is rerun and replaced. A
+run's file is written only once the run has finished, atomically (temporary file, fsync, rename); the
+driver writes it, so a run killed at any point leaves nothing that counts, and the temporary files a kill
+can leave behind are removed when the next sweep starts. One sweep at a time may work on a directory (an
+flock on DIR/.sweep.lock, released by the kernel even on SIGKILL).
+
+Execution: sequentially in this process (rich progress per run), or as Ray tasks (`--ray` starts a local
+instance, `--ray-address` joins a cluster): each run is one task requesting the grid's `resources`
+(num_cpus, num_gpus); the task sets torch's threads to its CPUs and returns the result and step log to the
+driver, so workers need the data and models at the same paths but no shared results directory.
+
+Cost estimate (`--dry-run`), per run, first that applies: the mean measured seconds (whole run, data loading
+included) of finished runs of the same (column, variant), then of the same (column, method); the measured
+baseline of the column times the method's cost factor; the grid's `cost.baseline[setting]` times the factor.
+Factors: the grid's `cost.factor[variant or method]`, else DEFAULT_FACTORS (rough whole-run ratios to the
+baseline on few-shot data, where evaluation dominates; measured numbers replace them as runs finish).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import fcntl
+import json
+import logging
+import math
+import os
+import socket
+import statistics
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from uimer.errors import ConfigError, UimerError
+from uimer.experiments.config import Cell, Grid, column_name
+from uimer.training.runner import RunSpec
+from uimer.training.trainer import TrainConfig
+
+log = logging.getLogger("uimer.sweep")
+
+RUNS = "runs"
+FAILED = "failed"
+PLANS = "plans"
+SCHEMA = 1
+# Whole-run cost relative to the baseline in the same setting (see the module docstring).
+DEFAULT_FACTORS = {
+    "baseline": 1.0, "gb-ghaeini": 2.5, "gb-huang": 2.5, "im-mask": 2.0, "im-mlm": 3.5, "im-prior": 3.5,
+    "im-uniform": 3.5, "dm-one-pass": 3.0, "dm-multi-round": 6.0,
+}
+
+
+class SweepError(UimerError):
+    """A sweep cannot start (lock held, Ray missing or unable to place a run)."""
+
+
+# -- planning --------------------------------------------------------------------------------------------
+@dataclass
+class PlannedRun:
+    cell: Cell
+    seed: int
+    spec: RunSpec
+    fingerprint: str
+    resources: dict
+
+    @property
+    def column(self) -> str:
+        return column_name(self.spec.task, self.spec.setting)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(RUNS) / self.spec.task / self.spec.setting / self.cell.variant
+
+    @property
+    def relpath(self) -> Path:
+        return self.run_dir / f"seed{self.seed}.json"
+
+    @property
+    def steps_relpath(self) -> Path:
+        return self.run_dir / "logs" / f"seed{self.seed}-steps.jsonl"
+
+    @property
+    def failed_relpath(self) -> Path:
+        return Path(FAILED) / self.spec.task / self.spec.setting / self.cell.variant / f"seed{self.seed}.json"
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}/{self.cell.variant}/seed{self.seed}"
+
+    def meta(self) -> dict:
+        """What the report needs to place a run, without reading the grid again."""
+        return {
+            "variant": self.cell.variant, "method": self.cell.method, "family": self.cell.family,
+            "label": self.cell.label, "paper": self.cell.paper, "setting_key": self.cell.setting_key,
+            "column": self.column, "task": self.spec.task, "setting": self.spec.setting,
+            "encoder": self.spec.encoder, "seed": self.seed, "fingerprint": self.fingerprint,
+            "relpath": str(self.relpath),
+        }
+
+
+def _spec_for(cell: Cell, seed: int, data_dir: str | None, device: str | None) -> RunSpec:
+    f = cell.fields
+    config = TrainConfig(**f["train"], device=device or f.get("device") or "auto",
+                         method_options=dict(f["options"]))
+    if cell.task != "jsonl" and data_dir:
+        run_data_dir = data_dir
+    else:
+        run_data_dir = f.get("data_dir")
+    return RunSpec(
+        task=cell.task, method=cell.method, encoder=f["encoder"], shot=f.get("shot"), train_size=f.get("train_size"),
+        seeds=[seed], data_dir=run_data_dir, output_dir="", dev_size=f.get("dev_size"),
+        max_length=f["max_length"], pooling=f["pooling"], save_model=False, rationale_file=f.get("rationale_file"),
+        config=config,
+    )
+
+
+def plan_runs(grid: Grid, seeds: list[int] | None = None, only_settings: list[str] | None = None,
+              only_methods: list[str] | None = None, data_dir: str | None = None,
+              device: str | None = None) -> list[PlannedRun]:
+    """Expand methods x settings x seeds; `seeds` replaces every setting's seeds. Paths must be unique."""
+    runs: list[PlannedRun] = []
+    owner: dict[Path, str] = {}
+    for cell in grid.cells(only_settings, only_methods):
+        resources = {"num_cpus": 1.0, "num_gpus": 0.0, **cell.fields.get("resources", {})}
+        for seed in seeds or cell.fields["seeds"]:
+            spec = _spec_for(cell, int(seed), data_dir, device)
+            run = PlannedRun(cell, int(seed), spec, spec.fingerprint(), resources)
+            where = f"methods.{cell.variant} x settings.{cell.setting_key}"
+            if run.relpath in owner and owner[run.relpath] != where:
+                raise ConfigError(f"{grid.path}: {where} and {owner[run.relpath]} would both write {run.relpath} "
+                                  "(same task, setting and variant): rename one of them")
+            owner[run.relpath] = where
+            runs.append(run)
+    return runs
+
+
+# -- files -----------------------------------------------------------------------------------------------
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write-then-rename in the target folder: readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def clean_temporaries(results: Path) -> int:
+    """Remove what killed writers left behind (only ever called while holding the sweep lock)."""
+    removed = 0
+    for sub in (RUNS, FAILED, PLANS):
+        for tmp in (results / sub).rglob(".*.tmp") if (results / sub).exists() else []:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+    for tmp in results.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def sweep_lock(results: Path) -> Iterator[None]:
+    results.mkdir(parents=True, exist_ok=True)
+    handle = open(results / ".sweep.lock", "a+")  # noqa: SIM115 - held for the whole sweep
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SweepError(f"{results} is in use by another sweep ({holder}); wait for it or use another --results"
+                             ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def run_status(results: Path, run: PlannedRun) -> str:
+    """'done' (stored with this fingerprint), 'stale' (stored with another one) or 'todo'."""
+    stored = read_json(results / run.relpath)
+    if stored is None:
+        return "todo"
+    return "done" if stored.get("fingerprint") == run.fingerprint else "stale"
+
+
+def write_plan(results: Path, grid: Grid, runs: list[PlannedRun]) -> None:
+    write_json_atomic(results / PLANS / f"{grid.name}.json", {
+        "schema": SCHEMA, "grid": grid.name, "files": [str(p) for p in grid.files],
+        "written_at": _now(), "runs": [r.meta() for r in runs],
+    })
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- one run (in this process or in a Ray worker) ----------------------------------------------------------
+def _absolute_if_local(value: str | None) -> str | None:
+    """Relative paths that exist here become absolute, so workers with another working directory find them."""
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute() and path.exists():
+        return str(path.resolve())
+    return value
+
+
+def make_payload(run: PlannedRun, threads: int | None) -> dict:
+    spec = asdict(run.spec)
+    spec["encoder"] = _absolute_if_local(spec["encoder"])
+    spec["rationale_file"] = _absolute_if_local(spec["rationale_file"])
+    if spec["data_dir"]:
+        spec["data_dir"] = str(Path(spec["data_dir"]).expanduser().resolve())
+    options = spec["config"]["method_options"]
+    if isinstance(options.get("mlm"), str):
+        options["mlm"] = _absolute_if_local(options["mlm"])
+    return {"spec": spec, "seed": run.seed, "threads": threads, "meta": run.meta()}
+
+
+def spec_from_dict(data: dict) -> RunSpec:
+    data = dict(data)
+    data["config"] = TrainConfig(**data["config"])
+    return RunSpec(**data)
+
+
+_ENCODED_CACHE: dict[tuple, object] = {}
+
+
+def _encoded_task(spec: RunSpec):
+    """Tokenise a task once per process (Ray reuses workers): every run of a setting shares it, as seeds do."""
+    from uimer.models.encoder import load_tokenizer
+    from uimer.training.runner import EncodedTask, load_task_for
+
+    key = (spec.task, spec.data_dir, spec.rationale_file, spec.encoder, spec.max_length, spec.dev_size)
+    if key not in _ENCODED_CACHE:
+        _ENCODED_CACHE.clear()  # one task at a time is plenty; a sweep is ordered by setting
+        task = load_task_for(spec)
+        _ENCODED_CACHE[key] = EncodedTask(task, load_tokenizer(spec.encoder), spec.max_length, spec.dev_size)
+    return _ENCODED_CACHE[key]
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train and evaluate one seed; returns {"record": the run file's content, "steps": the step log text}."""
+    import torch
+
+    from uimer.training.runner import run_seed
+
+    start = time.perf_counter()
+    if payload.get("threads"):
+        torch.set_num_threads(max(1, int(payload["threads"])))
+    spec = spec_from_dict(payload["spec"])
+    device = resolve_device(spec.config.device)
+    spec.config = dataclasses.replace(spec.config, device=str(device))
+    encoded = _encoded_task(spec)
+    with tempfile.TemporaryDirectory(prefix="uimer-run-") as tmp:
+        steps_path = Path(tmp) / "steps.jsonl"
+        result = run_seed(spec, encoded, payload["seed"], device, on_epoch or (lambda record: None), steps_path)
+        steps = steps_path.read_text() if steps_path.exists() else ""
+    record = {
+        "schema": SCHEMA, **payload["meta"], **asdict(result),
+        "wall_seconds": time.perf_counter() - start, "device": str(device), "threads": torch.get_num_threads(),
+        "host": socket.gethostname(), "finished_at": _now(),
+        "spec": {k: v for k, v in payload["spec"].items() if k not in ("seeds", "output_dir", "save_model")},
+    }
+    return {"record": record, "steps": steps}
+
+
+def store_result(results: Path, run: PlannedRun, output: dict) -> dict:
+    """The driver's half: step log first, then the run file (whose presence means 'done')."""
+    write_text_atomic(results / run.steps_relpath, output.get("steps", ""))
+    record = output["record"]
+    if record.get("fingerprint") != run.fingerprint:  # an injected run function must not lie about its run
+        raise SweepError(f"{run.name}: the run returned fingerprint {record.get('fingerprint')}, "
+                         f"expected {run.fingerprint}")
+    write_json_atomic(results / run.relpath, record)
+    with contextlib.suppress(FileNotFoundError):
+        (results / run.failed_relpath).unlink()
+    return record
+
+
+def store_failure(results: Path, run: PlannedRun, error: BaseException, detail: str) -> None:
+    write_json_atomic(results / run.failed_relpath, {
+        **run.meta(), "error": f"{type(error).__name__}: {error}".strip(), "traceback": detail, "at": _now(),
+    })
+
+
+# -- cost model ------------------------------------------------------------------------------------------
+def _run_seconds(record: dict) -> float | None:
+    value = record.get("wall_seconds", record.get("seconds"))
+    return float(value) if isinstance(value, int | float) else None
+
+
+def measured_seconds(dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
+    """Seconds of finished runs keyed by (column, variant) and (column, "method:" + method)."""
+    table: dict[tuple[str, str], list[float]] = {}
+    for root in dirs:
+        for path in (Path(root) / RUNS).rglob("seed*.json") if (Path(root) / RUNS).exists() else []:
+            record = read_json(path)
+            if not record or "column" not in record:
+                continue
+            seconds = _run_seconds(record)
+            if seconds is None:
+                continue
+            table.setdefault((record["column"], record["variant"]), []).append(seconds)
+            table.setdefault((record["column"], "method:" + record["method"]), []).append(seconds)
+    return table
+
+
+def cost_factor(grid: Grid, cell: Cell) -> float:
+    factors = grid.cost.get("factor") or {}
+    for key in (cell.variant, cell.method):
+        if key in factors:
+            return float(factors[key])
+    for key in (cell.method, cell.method.rsplit("-", 1)[0]):
+        if key in DEFAULT_FACTORS:
+            return DEFAULT_FACTORS[key]
+    return DEFAULT_FACTORS.get(cell.family, 3.0)
+
+
+def estimate_seconds(grid: Grid, run: PlannedRun, measured: dict) -> tuple[float | None, str]:
+    """Seconds for one run and where the number comes from."""
+    column, cell = run.column, run.cell
+    for key, source in (((column, cell.variant), "measured"), ((column, "method:" + cell.method), "measured")):
+        if measured.get(key):
+            return statistics.fmean(measured[key]), source
+    factor = cost_factor(grid, cell)
+    if measured.get((column, "method:baseline")):
+        return statistics.fmean(measured[(column, "method:baseline")]) * factor, f"baseline x {factor:g}"
+    base = (grid.cost.get("baseline") or {}).get(cell.setting_key)
+    if base is not None:
+        return float(base) * factor, f"model {float(base):g}s x {factor:g}"
+    return None, "unknown"
+
+
+# -- executing a list of runs ------------------------------------------------------------------------------
+@dataclass
+class SweepOutcome:
+    planned: int = 0
+    skipped: int = 0
+    finished: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+RunFunction = Callable[[dict], dict]
+
+
+def _log_line(results: Path, text: str) -> None:
+    with open(results / "sweep.log", "a") as handle:
+        handle.write(f"{_now()} {text}\n")
+
+
+def run_sequential(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, progress: bool = True,
+                   threads: int | None = None, run_fn: RunFunction | None = None, console=None) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+                   disable=not progress)
+    with bar:
+        overall = bar.add_task("runs", total=len(todo), status="")
+        for run in todo:
+            epochs = bar.add_task(f"  {run.name}", total=run.spec.config.max_epochs, status="")
+
+            def on_epoch(record: dict, task_id=epochs) -> None:
+                status = f"dev {record['dev']:.4f}" if record.get("dev") is not None else ""
+                bar.update(task_id, advance=1, status=status)
+
+            payload = make_payload(run, threads)
+            _log_line(results, f"start {run.name}")
+            try:
+                output = run_fn(payload) if run_fn else execute_run(payload, on_epoch)
+                record = store_result(results, run, output)
+            except Exception as err:  # one broken run must not stop the grid
+                detail = traceback.format_exc()
+                store_failure(results, run, err, detail)
+                outcome.failed.append((run.name, f"{type(err).__name__}: {err}"))
+                _log_line(results, f"FAILED {run.name}: {type(err).__name__}: {err}")
+                if not progress:
+                    console.print(f"[red]failed[/red] {run.name}: {type(err).__name__}: {err}")
+            else:
+                outcome.finished.append(run.name)
+                _log_line(results, f"done {run.name} test {record['test']:.4f} in {record.get('wall_seconds', 0):.1f}s")
+                if not progress:
+                    console.print(f"done {run.name}: test {100 * record['test']:.2f} ({record.get('wall_seconds', 0):.0f}s)")
+            bar.remove_task(epochs)
+            bar.update(overall, advance=1)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--ray / --ray-address need Ray: pip install 'ray>=2.9' (or pip install 'uimer[ray]')") from None
+    return ray
+
+
+def _ray_entry(payload: dict, run_fn: RunFunction | None = None) -> dict:
+    """What a Ray worker executes (module level, so it pickles by reference)."""
+    return run_fn(payload) if run_fn else execute_run(payload)
+
+
+def run_on_ray(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, address: str | None = None,
+               num_cpus: int | None = None, progress: bool = True, run_fn: RunFunction | None = None,
+               console=None) -> None:
+    """One Ray task per run with the run's CPU/GPU request; results are written here as they arrive."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    ray = import_ray()
+    console = console or Console(stderr=True)
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                     object_store_memory=256 * 1024 * 1024)
+    pending: dict = {}
+    try:
+        total = ray.cluster_resources()
+        for run in todo:
+            for resource, amount in (("CPU", run.resources["num_cpus"]), ("GPU", run.resources["num_gpus"])):
+                if amount > total.get(resource, 0.0) and not address:
+                    raise SweepError(f"{run.name} asks for {amount:g} {resource} but the local Ray instance has "
+                                     f"{total.get(resource, 0.0):g}; lower `resources` in the grid")
+        remote = ray.remote(_ray_entry)
+        for run in todo:
+            threads = max(1, math.floor(run.resources["num_cpus"]))
+            ref = remote.options(num_cpus=run.resources["num_cpus"], num_gpus=run.resources["num_gpus"],
+                                 name=run.name).remote(make_payload(run, threads), run_fn)
+            pending[ref] = run
+            _log_line(results, f"submitted {run.name}")
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+                       disable=not progress)
+        with bar:
+            overall = bar.add_task("runs (ray)", total=len(todo), status="")
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    run = pending.pop(ref)
+                    try:
+                        record = store_result(results, run, ray.get(ref))
+                    except Exception as err:  # the task's exception (RayTaskError) or a bad result
+                        store_failure(results, run, err, str(err))
+                        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                        outcome.failed.append((run.name, first))
+                        _log_line(results, f"FAILED {run.name}: {first}")
+                    else:
+                        outcome.finished.append(run.name)
+                        _log_line(results, f"done {run.name} test {record['test']:.4f} "
+                                           f"in {record.get('wall_seconds', 0):.1f}s")
+                        bar.update(overall, status=f"last: {run.name} {100 * record['test']:.2f}")
+                        if not progress:
+                            console.print(f"done {run.name}: test {100 * record['test']:.2f}")
+                    bar.update(overall, advance=1)
+    finally:
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        if started_here:
+            ray.shutdown()
+
+
+def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_settings: list[str] | None = None,
+          only_methods: list[str] | None = None, data_dir: str | None = None, device: str | None = None,
+          use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
+          threads: int | None = None, progress: bool = True, run_fn: RunFunction | None = None,
+          console=None) -> SweepOutcome:
+    """Run every planned run that is not done yet; returns what happened. Safe to interrupt and rerun."""
+    results = Path(results)
+    full_plan = plan_runs(grid, seeds, None, None, data_dir, device)
+    runs = plan_runs(grid, seeds, only_settings, only_methods, data_dir, device)
+    outcome = SweepOutcome(planned=len(runs))
+    started, t0 = _now(), time.perf_counter()
+    with sweep_lock(results):
+        removed = clean_temporaries(results)
+        write_plan(results, grid, full_plan)
+        todo = [r for r in runs if run_status(results, r) != "done"]
+        outcome.skipped = len(runs) - len(todo)
+        mode = "ray" if (use_ray or ray_address) else "sequential"
+        _log_line(results, f"sweep {grid.name}: {len(runs)} runs, {outcome.skipped} done, {len(todo)} to run ({mode})"
+                  + (f"; removed {removed} temporary files" if removed else ""))
+        try:
+            if todo and mode == "ray":
+                run_on_ray(todo, results, outcome, ray_address, ray_num_cpus, progress, run_fn, console)
+            elif todo:
+                run_sequential(todo, results, outcome, progress, threads, run_fn, console)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            _log_line(results, "interrupted")
+            raise
+        finally:
+            with open(results / "sweeps.jsonl", "a") as handle:
+                handle.write(json.dumps({
+                    "grid": grid.name, "mode": mode, "started": started, "finished": _now(),
+                    "elapsed_seconds": round(time.perf_counter() - t0, 1), "planned": len(runs),
+                    "skipped": outcome.skipped, "finished_runs": len(outcome.finished),
+                    "failed_runs": len(outcome.failed), "interrupted": outcome.interrupted,
+                }) + "\n")
+    return outcome

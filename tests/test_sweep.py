@@ -1,0 +1,469 @@
+"""Grids, resumable sweeps (sequential, killed, on Ray) and the report.
+
+Real training runs use a tiny 2-layer BERT saved to tmp_path (`from_pretrained` by path, as any local
+encoder) and a tiny JSONL task, so they take seconds and work in other processes (Ray workers, a killed
+`uimer sweep` subprocess) where monkeypatching cannot reach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uimer.errors import ConfigError, UimerError
+from uimer.experiments.config import column_name, load_grid, load_paper_results
+from uimer.experiments.report import load_view, write_report
+from uimer.experiments.sweep import plan_runs, sweep
+
+LOW_RESOURCE = ["intent-1", "intent-3", "intent-10", "slot-1", "slot-3", "slot-10", "nli-100", "nli-500"]
+IM_STRATEGIES = ["im-mask", "im-mlm", "im-prior", "im-uniform"]
+
+
+# -- a tiny world: encoder + JSONL task + grid -------------------------------------------------------------
+def _write_tiny_task(folder: Path, n_train: int = 60, n_eval: int = 40) -> None:
+    """Two intents told apart by a keyword (the rationale) among filler words."""
+    rng = random.Random(0)
+    filler = "the a to my in is of me and at are what show find".split()
+    keywords = {"PlayMusic": ["play", "song", "music"], "GetWeather": ["weather", "tomorrow", "paris"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_eval), ("test", n_eval)):
+        lines = []
+        for i in range(n):
+            label = "PlayMusic" if i % 2 == 0 else "GetWeather"
+            words = [rng.choice(filler) for _ in range(rng.randint(3, 7))]
+            at = rng.randrange(len(words) + 1)
+            words.insert(at, rng.choice(keywords[label]))
+            rationale = [int(j == at) for j in range(len(words))]
+            lines.append(json.dumps({"words": words, "label": label, "rationale": rationale}))
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def make_world(root: Path, tokenizer, *, max_epochs: int = 3, n_train: int = 60, n_eval: int = 40,
+               methods: dict | None = None, seeds: list[int] | None = None) -> Path:
+    """Write encoder/, data/ and grid.yaml under root; returns the grid path."""
+    from conftest import make_tiny_encoder
+
+    encoder_dir = root / "encoder"
+    if not encoder_dir.exists():
+        make_tiny_encoder(len(tokenizer)).save_pretrained(encoder_dir)
+        tokenizer.save_pretrained(encoder_dir)
+    _write_tiny_task(root / "data", n_train, n_eval)
+    grid = {
+        "name": "tiny",
+        "defaults": {"encoder": str(encoder_dir), "seeds": seeds or [1, 2], "device": "cpu", "max_length": 32,
+                     "train": {"lr": 1.0e-3, "batch_size": 8, "max_epochs": max_epochs, "patience": 100},
+                     "resources": {"num_cpus": 1}},
+        "settings": {"tiny-full": {"task": "jsonl", "data_dir": "data"}},
+        "methods": methods or {"baseline": {}},
+    }
+    path = root / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def _files(results: Path) -> list[Path]:
+    return sorted(p for p in results.rglob("*") if p.is_file())
+
+
+# -- the paper's numbers and the packaged grids ------------------------------------------------------------
+def test_paper_results_are_consistent():
+    paper = load_paper_results()
+    assert len(paper["methods"]) == 16
+    for key, method in paper["methods"].items():
+        assert set(method["mean"]) == set(paper["settings"]), key
+        assert set(method["std"]) == set(paper["std_settings"]), key
+        row_mean = statistics.fmean(method["mean"][s] for s in paper["settings"])
+        assert row_mean == pytest.approx(method["paper_mean_column"], abs=0.006), key
+    assert paper["methods"]["im-uniform-warm"]["mean"]["intent-1"] == 75.79
+    assert paper["methods"]["baseline"]["std"]["nli-100"] == 13.66
+    assert paper["methods"]["im-prior"]["mean"]["slot-3"] == 51.69  # Table 2, confirmed by the row mean
+
+
+def test_paper_grid_cells_carry_table_hyperparameters():
+    grid = load_grid("paper")
+    cells = grid.cells()
+    assert len(grid.settings) == 12 and len(grid.methods) == 16 and len(cells) == 192
+    cell = grid.cell("im-uniform-warm", "intent-1")
+    assert cell.method == "im-uniform" and cell.paper == "im-uniform-warm"
+    assert cell.fields["train"] == {"batch_size": 24, "alpha": 4.0, "warmup_epochs": 1.0, "lr": 4e-4,
+                                    "max_epochs": 70, "patience": 7}
+    assert cell.fields["options"] == {"margin": 0.5}
+    assert cell.fields["encoder"] == "bert-base-uncased" and cell.fields["max_length"] == 50
+    multi = grid.cell("dm-multi-round", "slot-10").fields
+    assert multi["train"]["lr"] == 1e-5 and multi["train"]["max_epochs"] == 70  # warm-up: the setting's epochs
+    assert multi["options"] == {"lr_extractor": 1e-4, "model_epochs_per_round": 10, "rounds": 10}
+    assert grid.cell("im-mlm-warm", "slot-3").fields["train"]["warmup_epochs"] == "task"
+    assert grid.cell("im-mask-warm", "nli-100").fields["train"]["warmup_epochs"] == 0.1
+    assert grid.cell("im-prior", "nli-500").fields["train"]["batch_size"] == 8
+    assert grid.cell("baseline", "intent-full").fields["seeds"] == [55]
+    assert grid.cell("gb-ghaeini", "nli-100").fields["train"] == {"batch_size": 32, "alpha": 1.0, "warmup_epochs": 0.0,
+                                                                  "lr": 3e-4, "max_epochs": 50, "patience": 8}
+
+
+def test_lowresource_grid_is_the_issue_grid():
+    grid = load_grid("lowresource-minilm")
+    assert list(grid.settings) == LOW_RESOURCE
+    runs = plan_runs(grid)
+    assert len(runs) == 8 * 9 * 4  # baseline, ghaeini, huang, 4 IM, 2 DM per setting; 4 seeds
+    for run in runs:
+        assert run.spec.encoder == "minilm" and run.spec.config.device == "cpu"
+        assert run.resources == {"num_cpus": 1.0, "num_gpus": 0.0}
+        assert run.spec.dev_size == (1000 if run.spec.task == "esnli" else None)
+    # Each cell keeps the paper grid's hyper-parameters.
+    paper = load_grid("paper")
+    for setting in LOW_RESOURCE:
+        for variant in ("im-prior-warm", "dm-one-pass", "baseline"):
+            if variant in [c.variant for c in grid.cells([setting])]:
+                mine, theirs = grid.cell(variant, setting).fields, paper.cell(variant, setting).fields
+                assert mine["train"] == theirs["train"] and mine["options"] == theirs["options"]
+    assert grid.cell("im-mlm-warm", "nli-100").fields["options"]["mlm"] == "runs/mlm/minilm-esnli"
+    assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips"
+
+
+def test_lowresource_warmup_choice_is_the_papers_better_mean():
+    grid, paper = load_grid("lowresource-minilm"), load_paper_results()["methods"]
+    for setting in LOW_RESOURCE:
+        variants = {c.variant for c in grid.cells([setting])}
+        for strategy in IM_STRATEGIES:
+            present = variants & {strategy, strategy + "-warm"}
+            assert len(present) == 1, (setting, strategy, present)
+            better = max((strategy, strategy + "-warm"), key=lambda k: paper[k]["mean"][setting])
+            assert present == {better}, (setting, strategy)
+        huang = [v for v in variants if v.startswith("gb-huang")]
+        assert huang == ["gb-huang-base"]
+
+
+def test_companion_grids_load():
+    smoke = plan_runs(load_grid("smoke"))
+    assert [(r.cell.variant, r.seed) for r in smoke] == [
+        ("baseline", 55), ("im-uniform", 55), ("im-uniform-warm", 55), ("dm-multi-round", 55)]
+    assert all(r.spec.config.max_epochs == 3 and r.spec.dev_size == 70 for r in smoke)
+    figures = plan_runs(load_grid("figures-minilm"))
+    assert {(r.cell.variant, r.column) for r in figures} >= {("im-uniform", "intent-1")}
+    uniform = next(r for r in figures if r.cell.variant == "im-uniform")
+    assert uniform.spec.config.warmup_epochs == 0 and uniform.spec.config.alpha == 0.6
+
+
+# -- loader errors -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("patch", "expected"), [
+    ({"methods": {"baseline": {"train": {"lrr": 1}}}}, "methods.baseline.train.lrr: unknown training field"),
+    ({"methods": {"baseline": {"options": {"margn": 1}}}}, "methods.baseline.options.margn: unknown method option"),
+    ({"methods": {"baseline": {"options": {"im_resample": "often"}}}}, "methods.baseline.options.im_resample"),
+    ({"methods": {"x": {"method": "im-nope"}}}, "methods.x.method: unknown method 'im-nope'"),
+    ({"methods": {"baseline": {"only_settings": ["s9"]}}}, "methods.baseline.only_settings: no setting 's9'"),
+    ({"methods": {"baseline": {"task": "esnli"}}}, "methods.baseline.task: unknown key (task/shot/train_size belong"),
+    ({"settings": {"s": {"shot": 1}}}, "settings.s.task: missing"),
+    ({"settings": {"s": {"task": "snips"}}}, "settings.s.task: 'snips' is not one of"),
+    ({"defaults": {"train": {"max_epochs": 2.5}}}, "defaults.train.max_epochs: expected int"),
+    ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be >= 0"),
+    ({"defaults": {"resources": {"gpus": 1}}}, "defaults.resources.gpus: unknown resource"),
+    ({"methods": {"baseline": {"paper": "nope"}}}, "methods.baseline.paper: 'nope' is not in paper_results.yaml"),
+    ({"colour": "blue"}, "colour: unknown top-level key"),
+])
+def test_bad_grid_is_a_clear_error_naming_file_and_key(tmp_path, patch, expected):
+    grid = {"settings": {"s": {"task": "snips-intent", "shot": 1}}, "methods": {"baseline": {}}}
+    for section, value in patch.items():
+        grid[section] = {**grid[section], **value} if isinstance(grid.get(section), dict) else value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(ConfigError) as err:
+        load_grid(path)
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_extends_selects_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "defaults": {"train": {"lr": 1e-4}},
+        "settings": {"a": {"task": "snips-intent", "shot": 1}, "b": {"task": "snips-slot", "shot": 3}},
+        "methods": {"baseline": {}, "im-mask": {"settings": {"a": {"train": {"alpha": 4}}, "b": {"train": {"alpha": 2}}}}},
+    }))
+    (tmp_path / "derived.yaml").write_text(yaml.safe_dump({
+        "extends": "base.yaml", "settings": ["b"], "methods": {"im-mask": {"train": {"lr": 3e-4}}},
+        "overrides": {"train": {"max_epochs": 2}},
+    }))
+    grid = load_grid(tmp_path / "derived.yaml")
+    assert list(grid.settings) == ["b"] and list(grid.methods) == ["im-mask"]
+    cell = grid.cell("im-mask", "b").fields["train"]
+    assert cell == {"lr": 3e-4, "alpha": 2.0, "max_epochs": 2}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "settings": ["c"]}))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: settings\.c: not defined in the base grid"):
+        load_grid(tmp_path / "bad.yaml")
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump({"extends": "loop.yaml"}))
+    with pytest.raises(ConfigError, match="circular"):
+        load_grid(tmp_path / "loop.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_grid(tmp_path / "nope.yaml")
+
+
+def test_plan_layout_and_fingerprints(tmp_path, tiny_tokenizer):
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, methods={"baseline": {}, "b2": {"method": "baseline"}}))
+    runs = plan_runs(grid, seeds=[7])
+    assert [str(r.relpath) for r in runs] == ["runs/jsonl/full/baseline/seed7.json", "runs/jsonl/full/b2/seed7.json"]
+    assert runs[0].column == "jsonl-full" and column_name("esnli", "100-train") == "nli-100"
+    assert runs[0].fingerprint == runs[1].fingerprint  # same configuration, different rows
+    other = make_world(tmp_path, tiny_tokenizer, max_epochs=4)
+    assert plan_runs(load_grid(other), seeds=[7])[0].fingerprint != runs[0].fingerprint
+    with pytest.raises(ConfigError, match="no setting 'nope'"):
+        plan_runs(grid, only_settings=["nope"])
+
+
+# -- sweeping ------------------------------------------------------------------------------------------------
+def _fake_run(payload: dict) -> dict:
+    """A stand-in run: test score derived from the seed, no training."""
+    meta = payload["meta"]
+    return {"record": {**meta, "seed": payload["seed"], "dev": 0.5, "test": payload["seed"] / 100, "best_epoch": 0,
+                       "epochs_run": 1, "seconds": 1.0, "wall_seconds": 2.0, "history": [],
+                       "spec": payload["spec"]},
+            "steps": json.dumps({"epoch": 0, "step": 0, "l_task": 1.0, "l_int": None, "lr": 0.1}) + "\n"}
+
+
+def test_sweep_skips_done_reruns_stale_and_records_failures(tmp_path, tiny_tokenizer):
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, methods={"baseline": {}, "b2": {"method": "baseline"}}))
+    results = tmp_path / "results"
+    first = sweep(grid, results, seeds=[1, 2], progress=False, run_fn=_fake_run)
+    assert len(first.finished) == 4 and first.skipped == 0 and not first.failed
+    stored = json.loads((results / "runs/jsonl/full/b2/seed2.json").read_text())
+    assert stored["test"] == 0.02 and stored["variant"] == "b2" and stored["column"] == "jsonl-full"
+    assert (results / "runs/jsonl/full/b2/logs/seed2-steps.jsonl").read_text().count("\n") == 1
+    again = sweep(grid, results, seeds=[1, 2], progress=False, run_fn=_fake_run)
+    assert again.skipped == 4 and not again.finished
+
+    def flaky(payload):
+        if payload["seed"] == 3:
+            raise RuntimeError("boom")
+        return _fake_run(payload)
+
+    third = sweep(grid, results, seeds=[1, 2, 3], progress=False, run_fn=flaky)
+    assert third.skipped == 4 and third.failed == [("jsonl-full/baseline/seed3", "RuntimeError: boom"),
+                                                   ("jsonl-full/b2/seed3", "RuntimeError: boom")]
+    failure = json.loads((results / "failed/jsonl/full/baseline/seed3.json").read_text())
+    assert failure["error"] == "RuntimeError: boom" and "Traceback" in failure["traceback"]
+    fourth = sweep(grid, results, seeds=[1, 2, 3], progress=False, run_fn=_fake_run)
+    assert len(fourth.finished) == 2 and not (results / "failed/jsonl/full/baseline/seed3.json").exists()
+
+    changed = load_grid(make_world(tmp_path, tiny_tokenizer, max_epochs=5,
+                                   methods={"baseline": {}, "b2": {"method": "baseline"}}))
+    fifth = sweep(changed, results, seeds=[1], only_methods=["b2"], progress=False, run_fn=_fake_run)
+    assert fifth.finished == ["jsonl-full/b2/seed1"] and fifth.skipped == 0
+    assert not [p for p in _files(results) if p.name.endswith(".tmp")]
+    sessions = [json.loads(line) for line in (results / "sweeps.jsonl").read_text().splitlines()]
+    assert [(s["finished_runs"], s["failed_runs"]) for s in sessions] == [(4, 0), (0, 0), (0, 2), (2, 0), (1, 0)]
+
+
+def test_sweep_lock_refuses_a_second_sweep(tmp_path, tiny_tokenizer):
+    from uimer.experiments.sweep import sweep_lock
+
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer))
+    with sweep_lock(tmp_path / "r"), pytest.raises(UimerError, match="in use by another sweep"):
+        sweep(grid, tmp_path / "r", progress=False, run_fn=_fake_run)
+
+
+def test_sequential_sweep_trains_tiny_models(tmp_path, tiny_tokenizer):
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, max_epochs=2, n_train=24, n_eval=16,
+                                methods={"baseline": {}, "im-uniform": {"train": {"warmup_epochs": 1}}}))
+    results = tmp_path / "results"
+    outcome = sweep(grid, results, seeds=[3], progress=False)
+    assert not outcome.failed and len(outcome.finished) == 2
+    record = json.loads((results / "runs/jsonl/full/im-uniform/seed3.json").read_text())
+    assert record["method"] == "im-uniform" and record["family"] == "im" and record["epochs_run"] == 2
+    assert 0.0 <= record["test"] <= 1.0 and record["spec"]["config"]["warmup_epochs"] == 1.0
+    steps = [json.loads(line) for line in
+             (results / "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 * 3  # 24 examples / batch 8 = 3 steps, 2 epochs
+    assert all(s["l_int"] is None for s in steps[:3]) and all(s["l_int"] is not None for s in steps[3:])
+
+
+def test_dry_run_lists_runs_with_estimates(tmp_path, tiny_tokenizer, capsys):
+    from uimer.cli import main
+
+    grid_path = make_world(tmp_path, tiny_tokenizer)
+    results = tmp_path / "results"
+    sweep(load_grid(grid_path), results, seeds=[1], progress=False, run_fn=_fake_run)
+    assert main(["sweep", str(grid_path), "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs: 1 done, 1 to run" in out and "measured" in out
+    assert not (results / "runs/jsonl/full/baseline/seed2.json").exists()
+
+
+# -- the report ------------------------------------------------------------------------------------------------
+def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], expected_seeds: int = 4) -> None:
+    """Plan + run files: tests[(variant, method, column)] = test scores (fractions) of seeds 1..n."""
+    families = {"baseline": "baseline", "gb-huang-base": "gb", "im-uniform": "im", "dm-multi-round": "dm"}
+    task_of = {"intent": ("snips-intent", "shot"), "nli": ("esnli", "train")}
+    plan = []
+    for (variant, method, column), scores in tests.items():
+        prefix, size = column.split("-")
+        task, kind = task_of[prefix]
+        setting = f"{size}-{kind}"
+        warm = 1.0 if variant.endswith("-warm") else 0.0
+        for seed in range(1, expected_seeds + 1):
+            relpath = f"runs/{task}/{setting}/{variant}/seed{seed}.json"
+            meta = {"variant": variant, "method": method, "family": families[method], "label": variant,
+                    "paper": variant, "setting_key": column, "column": column, "task": task, "setting": setting,
+                    "encoder": "minilm", "seed": seed, "fingerprint": f"fp-{variant}", "relpath": relpath}
+            plan.append(meta)
+            if seed > len(scores):
+                continue
+            history = [{"round": r, "phase": "round", "dev": 0.5 + r / 100, "test": 0.4 + r / 100} for r in range(3)]
+            record = {**meta, "dev": 0.5, "test": scores[seed - 1], "best_epoch": 1, "epochs_run": 3,
+                      "seconds": 10.0 * seed, "wall_seconds": 12.0 * seed,
+                      "history": history if method == "dm-multi-round" else [],
+                      "spec": {"dev_size": 1000 if task == "esnli" else None,
+                               "config": {"warmup_epochs": warm}}}
+            path = results / relpath
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record))
+            logs = path.parent / "logs"
+            logs.mkdir(exist_ok=True)
+            (logs / f"seed{seed}-steps.jsonl").write_text("\n".join(
+                json.dumps({"epoch": s, "step": s, "l_task": 1.0, "l_int": None if s < warm else 2.0 / (s + 1),
+                            "lr": 1e-4}) for s in range(5)))
+    (results / "plans").mkdir(parents=True, exist_ok=True)
+    (results / "plans" / "fake.json").write_text(json.dumps({"written_at": "2024", "runs": plan}))
+
+
+def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
+    results = tmp_path / "results"
+    _fabricate(results, {
+        ("baseline", "baseline", "intent-1"): [0.60, 0.62, 0.64, 0.66],
+        ("gb-huang-base", "gb-huang-base", "intent-1"): [0.60, 0.60, 0.61, 0.63],
+        ("im-uniform", "im-uniform", "intent-1"): [0.70, 0.72, 0.74, 0.76],
+        ("im-uniform-warm", "im-uniform", "intent-1"): [0.75, 0.77],
+        ("dm-multi-round", "dm-multi-round", "intent-1"): [0.66, 0.68, 0.70, 0.72],
+        ("baseline", "baseline", "nli-100"): [0.50, 0.52, 0.54, 0.56],
+        ("im-uniform", "im-uniform", "nli-100"): [0.50, 0.50, 0.50, 0.50],
+    })
+    # A failed run and a stale run (written under another configuration).
+    (results / "failed/snips-intent/1-shot/im-uniform-warm").mkdir(parents=True)
+    (results / "failed/snips-intent/1-shot/im-uniform-warm/seed3.json").write_text(json.dumps(
+        {"relpath": "runs/snips-intent/1-shot/im-uniform-warm/seed3.json", "error": "RuntimeError: boom"}))
+    stale = results / "runs/snips-intent/1-shot/im-uniform-warm/seed4.json"
+    stale.write_text(json.dumps({**json.loads((results / "runs/snips-intent/1-shot/im-uniform-warm/seed1.json")
+                                              .read_text()), "seed": 4, "fingerprint": "old", "test": 0.99}))
+
+    view = load_view(results)
+    assert [r.variant for r in view.rows] == ["baseline", "gb-huang-base", "im-uniform", "im-uniform-warm",
+                                              "dm-multi-round"]
+    assert view.columns == ["intent-1", "nli-100"]
+    cell = view.cell("im-uniform-warm", "intent-1")
+    assert (cell.n, cell.expected, cell.mean) == (2, 4, pytest.approx(76.0)) and not cell.complete
+    assert view.cell("baseline", "intent-1").std == pytest.approx(statistics.stdev([60, 62, 64, 66]))
+    assert len(view.stale) == 1
+    missing = {(m["variant"], m["column"]): m for m in view.missing}
+    assert set(missing) == {("im-uniform-warm", "intent-1")}
+    assert missing[("im-uniform-warm", "intent-1")]["failed"] == {3: "RuntimeError: boom"}
+    assert missing[("im-uniform-warm", "intent-1")]["stale"] == [4]
+
+    path, text = write_report(results)
+    assert path == results / "REPORT.md" and path.read_text() == text
+    # Table 2: our mean (paper) delta vs our baseline (63.00).
+    assert "| im-uniform | 73.00 (73.32) +10.00 | 50.00 (64.34) -3.00 |" in text
+    assert "76.00* (75.79) +13.00" in text
+    assert "| baseline | 63.00 (65.71) | 53.00 (54.03) |" in text
+    # Table 9: mean ± sample std (seeds) [paper].
+    assert f"63.00 ± {statistics.stdev([60, 62, 64, 66]):.2f} (4) [65.71 ± 7.30]" in text
+    assert "76.00 ± 1.41 (2/4) [75.79 ± 4.94]" in text
+    assert "- intent-1 × im-uniform-warm: 2/4 seeds; missing seeds 3, 4; failed: seed 3 (RuntimeError: boom); " \
+           "stale (config changed): seeds 4" in text
+    # Targets: intent-1 GB best 61.0 < 63.0, IM best 76.0 (+13 vs half the paper's +10.08), DM 69 >= 63.
+    intent_line = next(line for line in text.splitlines() if line.startswith("- **intent-1**"))
+    assert "UIMER-GB best gb-huang-base 61.00 (-2.00) ❌" in intent_line
+    assert "UIMER-IM best im-uniform-warm 76.00 (+13.00) ✅" in intent_line
+    assert "UIMER-DM best dm-multi-round 69.00 (+6.00) ✅" in intent_line
+    assert "best UIMER im-uniform-warm +13.00 vs required +5.04" in intent_line
+    nli_line = next(line for line in text.splitlines() if line.startswith("- **nli-100**"))
+    assert "UIMER-IM best im-uniform 50.00 (-3.00) ❌" in nli_line and "UIMER-GB: no runs" in nli_line
+    assert "margin target met in 1/2 columns" in text
+    assert "Model selection in nli-100 used a seeded, label-stratified subset of 1000 dev examples" in text
+    # Cost per method: sum and mean of per-run seconds (12 s x seed).
+    assert "| baseline | 8 | 0.07 h | 30 | 25 | 1.00 |" in text
+    # Figures: Fig. 3 (im-uniform with and without warm-up in intent-1), Fig. 4 (dm-multi-round rounds).
+    assert (results / "fig3-lint-intent-1.png").stat().st_size > 1000
+    assert (results / "fig4-rounds-intent-1.png").stat().st_size > 1000
+    assert not (results / "fig3-lint-nli-100.png").exists()
+    assert "![L_int with and without warm-up, intent-1 (paper Fig. 3)](fig3-lint-intent-1.png)" in text
+
+
+def test_report_cli_prints_and_rejects_missing_dir(tmp_path, capsys):
+    from uimer.cli import main
+
+    results = tmp_path / "results"
+    _fabricate(results, {("baseline", "baseline", "intent-1"): [0.6]}, expected_seeds=1)
+    assert main(["report", str(results), "--no-figures"]) == 0
+    assert "## Table 2 layout" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+# -- end to end: Ray, and a sweep killed by a real signal ------------------------------------------------------
+@pytest.mark.integration
+def test_ray_sweep_runs_two_tiny_runs(tmp_path, tiny_tokenizer):
+    ray = pytest.importorskip("ray")
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, max_epochs=2, seeds=[11, 12]))
+    results = tmp_path / "results"
+    start = time.perf_counter()
+    outcome = sweep(grid, results, use_ray=True, ray_num_cpus=2, progress=False)
+    elapsed = time.perf_counter() - start
+    assert not ray.is_initialized()  # the local instance this sweep started is shut down again
+    assert not outcome.failed and sorted(outcome.finished) == ["jsonl-full/baseline/seed11", "jsonl-full/baseline/seed12"]
+    for seed in (11, 12):
+        record = json.loads((results / f"runs/jsonl/full/baseline/seed{seed}.json").read_text())
+        assert record["seed"] == seed and record["epochs_run"] == 2 and 0.0 <= record["test"] <= 1.0
+        assert record["threads"] == 1 and record["fingerprint"] == plan_runs(grid)[0].fingerprint
+        assert (results / f"runs/jsonl/full/baseline/logs/seed{seed}-steps.jsonl").read_text().count("\n") == 2 * 8
+    # Same numbers as the same seed trained in this process (determinism across workers).
+    local = sweep(grid, tmp_path / "local", seeds=[11], progress=False)
+    assert local.finished
+    here = json.loads((tmp_path / "local/runs/jsonl/full/baseline/seed11.json").read_text())
+    there = json.loads((results / "runs/jsonl/full/baseline/seed11.json").read_text())
+    assert here["test"] == there["test"] and here["dev"] == there["dev"]
+    print(f"ray sweep of 2 tiny runs: {elapsed:.1f}s")
+
+
+@pytest.mark.integration
+def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenizer):
+    grid_path = make_world(tmp_path, tiny_tokenizer, max_epochs=12, n_train=160, n_eval=160,
+                           methods={"baseline": {}, "b2": {"method": "baseline"}}, seeds=[1, 2])
+    results = tmp_path / "results"
+    expected = {f"runs/jsonl/full/{v}/seed{s}.json" for v in ("baseline", "b2") for s in (1, 2)}
+    command = [sys.executable, "-m", "uimer.cli", "sweep", str(grid_path), "--results", str(results), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    first: Path | None = None
+    while time.monotonic() < deadline and process.poll() is None:
+        done = [p for p in (results / "runs").rglob("seed*.json")] if (results / "runs").exists() else []
+        if done:
+            first = done[0]
+            break
+        time.sleep(0.02)
+    assert first is not None, process.stderr.read().decode() if process.poll() is not None else "no run finished"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    at_kill = {str(p.relative_to(results)) for p in (results / "runs").rglob("seed*.json")}
+    assert 1 <= len(at_kill) < 4, "the kill should land while runs remain"
+    first_bytes, first_mtime = first.read_bytes(), first.stat().st_mtime_ns
+
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    runs = sorted(str(p.relative_to(results)) for p in (results / "runs").rglob("seed*.json"))
+    assert runs == sorted(expected)  # every run exactly once, nothing else
+    assert first.read_bytes() == first_bytes and first.stat().st_mtime_ns == first_mtime  # skipped, not redone
+    assert f"{len(at_kill)} already done, {4 - len(at_kill)} finished now, 0 failed" in rerun.stderr
+    assert not [p for p in _files(results) if p.name.endswith(".tmp")]
+    for relpath in expected:
+        record = json.loads((results / relpath).read_text())
+        assert record["epochs_run"] == 12 and len(record["history"]) == 12
+        steps = (results / Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl").read_text()
+        assert steps.count("\n") == 12 * 20  # whole logs only: 160 examples / batch 8 = 20 steps per epoch
