@@ -23,6 +23,7 @@ from test_rationale_metrics import LABELS, EvidenceAttribution, saved_bag
 from uimer.cli import main
 from uimer.data.encoding import EncodedSplit
 from uimer.data.types import Example, TaskKind
+from uimer.errors import ConfigError
 from uimer.evaluation.analysis import (
     attribution_accuracy,
     build_examples,
@@ -74,6 +75,22 @@ def test_explain_gives_the_known_scores_prediction_and_group_means(tiny_tokenize
     assert second.prediction == "neg" and second.correct is False
     assert second.probability == pytest.approx(sigmoid(4.0))
     assert (second.a_r, second.a_n) == (pytest.approx(-1.0), pytest.approx(-3.0))
+
+
+def test_explain_pairs_scores_premise_and_hypothesis_words(tiny_tokenizer):
+    saved = saved_bag(tiny_tokenizer, TaskKind.PAIR)
+    examples = build_examples(["play music"], TaskKind.PAIR, LABELS, pairs=["the song"], rationales=["1 0 0 1"])
+    (e,) = explain_examples(EvidenceAttribution(), saved, examples)
+    assert e.tokens == ["play", "music", "the", "song"] and e.pair_start == 2
+    assert e.scores == [2.0, 1.0, 0.0, -1.0]
+    assert (e.a_r, e.a_n) == (pytest.approx(0.5), pytest.approx(0.5))  # R = {play, song}, N = {music, the}
+    assert '<span class="sep">' in explanations_html([e])
+    (p,) = explain_examples(EvidenceAttribution(), saved, examples, pieces=True)
+    assert p.tokens == ["play", "music", "the", "song"] and p.pair_start == 2 and p.rationale == [1, 0, 0, 1]
+    with pytest.raises(ConfigError, match="--pair"):
+        build_examples(["play music"], TaskKind.PAIR, LABELS)
+    with pytest.raises(ConfigError, match="3 flags for 4 words"):
+        build_examples(["play music"], TaskKind.PAIR, LABELS, pairs=["the song"], rationales=["1 0 0"])
 
 
 def test_im_per_word_scores_are_log_odds_drops(tiny_tokenizer):
@@ -312,7 +329,7 @@ def test_cli_case_study_and_attribution_accuracy(tiny_runs, capsys):
                  "--html", str(tiny_runs / "out" / "case.html"), "--device", "cpu"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "BaseModel + im-uniform" in out and "a_R" in out
+    assert "BaseModel +IM" in out and "UIMER-IM" in out and "a_R" in out
     assert (tiny_runs / "out" / "case.html").read_text().count("<section>") == 2
     table = tiny_runs / "out" / "t4.json"
     code = main(["attribution-accuracy", "--base-model", str(tiny_runs / "base"), "--model",

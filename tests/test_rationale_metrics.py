@@ -346,3 +346,32 @@ def test_eraser_export_of_pairs_has_two_documents(tiny_tokenizer):
     # top-2 (two gold words) = play, music: both in the premise
     assert premise["hard_rationale_predictions"] == [{"start_token": 0, "end_token": 2}]
     assert hypothesis["hard_rationale_predictions"] == []
+
+
+def test_slot_filling_uses_mask_removal_and_sequence_probabilities(tiny_tokenizer):
+    from conftest import make_tiny_encoder
+    from uimer.errors import ConfigError
+    from uimer.interpret import create_method
+    from uimer.models.task_model import TaskModel
+
+    labels = ["O", "B-x", "I-x"]
+    model = TaskModel(make_tiny_encoder(len(tiny_tokenizer), seed=3, attn="sdpa"), TaskKind.TAGGING, 3).eval()
+    saved = SavedModel(model, tiny_tokenizer, {"kind": "tagging", "labels": labels}, Path("tagger"))
+    examples = [Example(words="play the songs in paris".split(), tags=[0, 0, 1, 0, 1], rationale=[1, 0, 0, 1, 0]),
+                Example(words="weather tomorrow".split(), tags=[0, 1], rationale=[1, 0])]
+    scored = score_examples(create_method("gb-huang-base"), saved, examples)
+    assert scored.removal == "mask" and scored.probabilities is None
+    assert [len(p) for p in scored.predictions] == [5, 2]
+    # p(c | x) is the CRF probability of the predicted tag sequence
+    with torch.no_grad():
+        batch = encode_examples(examples, tiny_tokenizer, TaskKind.TAGGING).collate([0, 1])
+        emissions = model(batch)
+        tags = torch.tensor([scored.predictions[0], scored.predictions[1] + [0, 0, 0]])
+        expected = model.crf(emissions, tags, mask=model._crf_mask(batch.word_mask), reduction="none").exp()
+    assert scored.instances.full == pytest.approx(expected.numpy(), rel=1e-5)
+    values = {r.name: r.value for r in evaluate_instances(scored.instances)}
+    assert all(math.isfinite(v) for v in values.values())
+    with pytest.raises(ConfigError, match="--removal mask"):
+        score_examples(create_method("gb-huang-base"), saved, examples, removal="delete")
+    with pytest.raises(ConfigError, match="slot filling"):
+        eraser_records(scored, labels, TaskKind.TAGGING, "slots")

@@ -432,7 +432,7 @@ def test_ray_sweep_runs_two_tiny_runs(tmp_path, tiny_tokenizer):
 
 @pytest.mark.integration
 def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenizer):
-    grid_path = make_world(tmp_path, tiny_tokenizer, max_epochs=12, n_train=160, n_eval=160,
+    grid_path = make_world(tmp_path, tiny_tokenizer, max_epochs=8, n_train=160, n_eval=160,
                            methods={"baseline": {}, "b2": {"method": "baseline"}}, seeds=[1, 2])
     results = tmp_path / "results"
     expected = {f"runs/jsonl/full/{v}/seed{s}.json" for v in ("baseline", "b2") for s in (1, 2)}
@@ -464,6 +464,6 @@ def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenize
     assert not [p for p in _files(results) if p.name.endswith(".tmp")]
     for relpath in expected:
         record = json.loads((results / relpath).read_text())
-        assert record["epochs_run"] == 12 and len(record["history"]) == 12
+        assert record["epochs_run"] == 8 and len(record["history"]) == 8
         steps = (results / Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl").read_text()
-        assert steps.count("\n") == 12 * 20  # whole logs only: 160 examples / batch 8 = 20 steps per epoch
+        assert steps.count("\n") == 8 * 20  # whole logs only: 160 examples / batch 8 = 20 steps per epoch

@@ -102,7 +102,8 @@ def cmd_train(args) -> int:
             rationale_file=args.rationale_file, config=config,
         )
         summaries.append(run_experiment(spec, progress=not args.no_progress))
-    Console().print(results_table(summaries, title="test score at the best dev epoch (%)"))
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console.print(results_table(summaries, title="test score at the best dev epoch (%)"))
     return 0
 
 

@@ -33,8 +33,12 @@ def _add_common(p: argparse.ArgumentParser, *, task: bool = False) -> None:
     if task:
         p.add_argument("--task", default=None, help="task to read (default: the one the model was trained on)")
     p.add_argument("--rationale-file", default=None, help="YAML with your own keywords/regexes (uimer rationales)")
-    p.add_argument("--shot", type=int, default=None,
-                   help="rebuild the model's n-shot training subset (with its seed) for the DM extractor / IM prior")
+    subset = p.add_mutually_exclusive_group()
+    subset.add_argument("--shot", type=int, default=None,
+                        help="rebuild the model's n-shot training subset (with its seed) for the DM extractor / "
+                             "IM prior (default: the saved model's, when its metadata records one)")
+    subset.add_argument("--train-size", type=int, default=None,
+                        help="likewise for a k-example training subset (e-SNLI, JSONL)")
     p.add_argument("--dm-train-size", type=int, default=DM_TRAIN_SIZE,
                    help=f"training examples for an on-the-fly DM extractor without --shot (default {DM_TRAIN_SIZE})")
     p.add_argument("--seed", type=int, default=None, help="seed for IM proposals / DM extractor (default: the model's)")
@@ -120,11 +124,13 @@ def _training_examples(args, saved, method, task=None) -> list | None:
         return None
     task = task or _load_task(args, _task_name(args, saved))
     seed = args.seed if args.seed is not None else saved.seed
-    shot = args.shot if args.shot is not None else saved.info.get("shot")
-    if shot:
+    shot, train_size = args.shot, args.train_size
+    if shot is None and train_size is None:
+        shot, train_size = saved.info.get("shot"), saved.info.get("train_size")
+    if shot or train_size:
         from uimer.training.runner import select_train_indices
 
-        return [task.train[i] for i in select_train_indices(task, shot, None, seed)]
+        return [task.train[i] for i in select_train_indices(task, shot, train_size, seed)]
     if method.family == "dm" and args.dm_train_size and args.dm_train_size < len(task.train):
         order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed)).tolist()
         return [task.train[i] for i in sorted(order[: args.dm_train_size])]
@@ -133,6 +139,8 @@ def _training_examples(args, saved, method, task=None) -> list | None:
 
 def _prepared(args, model_dir: str, method_name: str | None = None, task=None):
     """(saved model, prepared method) for a model directory."""
+    import torch
+
     from uimer.evaluation.attributions import PrepareOptions, load_saved_model, prepare_method
     from uimer.interpret import create_method
 
@@ -143,7 +151,7 @@ def _prepared(args, model_dir: str, method_name: str | None = None, task=None):
     method = create_method(name, options)
     seed = args.seed if args.seed is not None else saved.seed
     prepare_method(method, saved, PrepareOptions(
-        device=__import__("torch").device(device), seed=seed, max_length=args.max_length,
+        device=torch.device(device), seed=seed, max_length=args.max_length,
         batch_size=args.batch_size, train_examples=_training_examples(args, saved, method, task), log=_log))
     return saved, method
 
@@ -237,12 +245,15 @@ def cmd_case_study(args) -> int:
     _fill_rationales(args, saved, examples, gold_known, _predicted_names(saved, examples, args))
     common = dict(target=args.target, batch_size=args.batch_size, max_length=args.max_length, device=_device(args),
                   gold_known=gold_known)
-    base_rows = explain_examples(base_method, base, examples, model_name=f"BaseModel + {method.name}", **common)
-    rows = explain_examples(method, saved, examples, model_name=f"UIMER ({saved.name})", **common)
+    family = method.family.upper()
+    base_rows = explain_examples(base_method, base, examples, model_name=f"BaseModel +{family}", **common)
+    rows = explain_examples(method, saved, examples, model_name=f"UIMER-{family}", **common)
     console = Console()
+    console.print(f"BaseModel = {args.base_model}; UIMER-{family} = {args.model} (trained as {saved.name}); "
+                  f"method {method.name}")
     ordered = []
     for i, (b, u) in enumerate(zip(base_rows, rows, strict=True)):
-        console.print(case_study_table([b, u], title=f"sentence {i + 1} · scores in {u.unit}"))
+        console.print(case_study_table([b, u], title=f"sentence {i + 1} · {method.name} scores in {u.unit}"))
         ordered += [b, u]
     _write_outputs(args, ordered, f"uimer case study · {method.name}")
     return 0
@@ -269,7 +280,8 @@ def _split_examples(args, task):
 
 
 def metrics_table(results, title: str):
-    """Name, value, range and direction of every metric (the AOPC curves go in `aopc_table`)."""
+    """Name, value, range and direction of every metric, plausibility then faithfulness (the AOPC curves
+    go in `aopc_table`)."""
     from rich.table import Table
 
     table = Table(title=title)
@@ -277,23 +289,25 @@ def metrics_table(results, title: str):
     table.add_column("value", justify="right", no_wrap=True)
     table.add_column("range", no_wrap=True)
     table.add_column("better", no_wrap=True)
-    table.add_column("family")
     table.add_column("notes")
+    family = None
     for r in results:
-        notes = ""
+        if family is not None and r.family != family:
+            table.add_section()
+        family = r.family
+        notes = r.family
         if r.name.startswith("token_"):
-            notes = f"top-k, k = {r.details['k']} (mean {r.details['mean_k']:.2f})"
+            notes += f", k = {r.details['k']} (mean {r.details['mean_k']:.2f})"
         elif r.name == "iou_f1":
-            notes = f"IOU >= {r.details['iou_threshold']:g}; P {r.details['precision']:.3f} R {r.details['recall']:.3f}"
+            notes += f", IOU >= {r.details['iou_threshold']:g}"
         elif r.name == "auprc":
-            notes = "mean per-instance AP"
+            notes += ", mean AP"
         elif "curve" in r.details:
-            notes = "mean over the thresholds"
-        elif r.family == "faithfulness":
-            notes = "top-k words"
+            notes += ", mean of thresholds"
+        else:
+            notes += ", top-k words"
         value = "nan" if math.isnan(r.value) else f"{r.value:.4f}"
-        table.add_row(r.name, value, f"[{r.range[0]:g}, {r.range[1]:g}]", "↓" if r.lower_is_better else "↑",
-                      r.family, notes)
+        table.add_row(r.name, value, f"[{r.range[0]:g}, {r.range[1]:g}]", "↓" if r.lower_is_better else "↑", notes)
     return table
 
 

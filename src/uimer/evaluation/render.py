@@ -138,13 +138,13 @@ def case_study_table(explanations: Sequence[TokenExplanation], title: str | None
     first = explanations[0]
     scale = scale_of(explanations)
     table = Table(title=title, show_lines=True)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for i, token in enumerate(first.tokens):
         marked = bool(first.rationale and first.rationale[i])
         table.add_column(Text(token, style="bold underline" if marked else ""), justify="center")
     table.add_column("a_R", justify="right")
     table.add_column("a_N", justify="right")
-    table.add_column("prediction")
+    table.add_column("prediction", no_wrap=True)
     for e in explanations:
         cells: list[Text | str] = [e.model_name]
         for score in e.scores:

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
                    help="dataset root for snips/esnli runs (default: the grid's, else $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
     p.add_argument("--device", default=None, help="override the grid's device (auto, cpu, cuda)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for sequential runs (Ray tasks use their num_cpus)")
+                   help="torch threads for sequential runs (default: the grid's resources.num_cpus, as Ray tasks)")
     p.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
     p.set_defaults(func=cmd_sweep)
 

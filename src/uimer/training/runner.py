@@ -149,11 +149,17 @@ def run_seed(
         if steps_file:
             steps_file.close()
     if spec.save_model:
-        model.save(
-            Path(spec.output_dir) / "models" / f"seed{seed}",
-            encoded.tokenizer,
-            {"task": task.name, "labels": task.labels, "encoder": spec.encoder, "method": spec.method, "seed": seed},
-        )
+        directory = Path(spec.output_dir) / "models" / f"seed{seed}"
+        meta = {
+            "task": task.name, "labels": task.labels, "encoder": spec.encoder, "method": spec.method, "seed": seed,
+            "shot": spec.shot, "train_size": spec.train_size, "max_length": spec.max_length,
+        }
+        model.save(directory, encoded.tokenizer, meta)
+        extractor = getattr(method, "extractor", None)
+        if extractor is not None:  # DM: keep the extractor the model was trained against, for explain/analysis
+            from uimer.interpret.diffmask import save_extractor
+
+            save_extractor(extractor, directory / "extractor.pt")
     return result
 
 
