@@ -216,6 +216,13 @@ def test_plan_layout_and_fingerprints(tmp_path, tiny_tokenizer):
     assert plan_runs(load_grid(other), seeds=[7])[0].fingerprint != runs[0].fingerprint
     with pytest.raises(ConfigError, match="no setting 'nope'"):
         plan_runs(grid, only_settings=["nope"])
+    # Method filters: a variant key selects that variant; a registry name every variant of that method.
+    assert [r.cell.variant for r in plan_runs(grid, seeds=[7], only_methods=["b2"])] == ["b2"]
+    assert [r.cell.variant for r in plan_runs(grid, seeds=[7], only_methods=["baseline"])] == ["baseline"]
+    other = load_grid(make_world(tmp_path, tiny_tokenizer, methods={"x": {"method": "baseline"}, "y": {"method": "baseline"}}))
+    assert [r.cell.variant for r in plan_runs(other, seeds=[7], only_methods=["baseline"])] == ["x", "y"]
+    with pytest.raises(ConfigError, match="no method 'im-mask'"):
+        plan_runs(other, only_methods=["im-mask"])
 
 
 # -- sweeping ------------------------------------------------------------------------------------------------
@@ -267,6 +274,14 @@ def test_sweep_lock_refuses_a_second_sweep(tmp_path, tiny_tokenizer):
     grid = load_grid(make_world(tmp_path, tiny_tokenizer))
     with sweep_lock(tmp_path / "r"), pytest.raises(UimerError, match="in use by another sweep"):
         sweep(grid, tmp_path / "r", progress=False, run_fn=_fake_run)
+
+
+def test_ray_missing_is_a_clear_error(tmp_path, tiny_tokenizer, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer))
+    with pytest.raises(UimerError, match=r"pip install 'ray>=2.9'"):
+        sweep(grid, tmp_path / "r", use_ray=True, progress=False, run_fn=_fake_run)
+    assert not list((tmp_path / "r").rglob("seed*.json"))
 
 
 def test_sequential_sweep_trains_tiny_models(tmp_path, tiny_tokenizer):
@@ -387,7 +402,7 @@ def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
     assert "margin target met in 1/2 columns" in text
     assert "Model selection in nli-100 used a seeded, label-stratified subset of 1000 dev examples" in text
     # Cost per method: sum and mean of per-run seconds (12 s x seed).
-    assert "| baseline | 8 | 0.07 h | 30 | 25 | 1.00 |" in text
+    assert "| baseline | 8 | 4.0 min | 30 | 25 | 1.00 |" in text
     # Figures: Fig. 3 (im-uniform with and without warm-up in intent-1), Fig. 4 (dm-multi-round rounds).
     assert (results / "fig3-lint-intent-1.png").stat().st_size > 1000
     assert (results / "fig4-rounds-intent-1.png").stat().st_size > 1000

@@ -168,10 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     from uimer.data.cli import register as register_data
     from uimer.evaluation.cli import register as register_evaluation
     from uimer.experiments.cli import register as register_experiments
+    from uimer.models.mlm import register_mlm_cli
 
     register_data(subparsers)
     register_evaluation(subparsers)
     register_experiments(subparsers)
+    register_mlm_cli(subparsers)
     return parser
 
 

@@ -399,17 +399,28 @@ class Grid:
         return Cell(variant, entry.method, entry.family, entry.label, setting, paper, merged)
 
     def cells(self, only_settings: list[str] | None = None, only_methods: list[str] | None = None) -> list[Cell]:
-        """Cells in (setting, method) order, filtered; unknown filter names are errors."""
-        for name, pool, what in ((only_settings, self.settings, "setting"), (only_methods, self.methods, "method")):
-            for item in name or []:
-                if item not in pool:
-                    raise ConfigError(f"{self.path}: no {what} {item!r} in this grid (it has: {', '.join(pool)})")
+        """Cells in (setting, method) order, filtered; unknown filter names are errors.
+
+        A method filter name is a variant key; a name that is no variant key but a registry method selects
+        every variant of that method (e.g. im-mlm-warm and im-mlm for `im-mlm` when no variant has that key).
+        """
+        for item in only_settings or []:
+            if item not in self.settings:
+                raise ConfigError(f"{self.path}: no setting {item!r} in this grid (it has: {', '.join(self.settings)})")
+        wanted: set[str] | None = None
+        if only_methods:
+            wanted = set()
+            for item in only_methods:
+                matches = [item] if item in self.methods else [k for k, e in self.methods.items() if e.method == item]
+                if not matches:
+                    raise ConfigError(f"{self.path}: no method {item!r} in this grid (it has: {', '.join(self.methods)})")
+                wanted.update(matches)
         out = []
         for setting in self.settings:
             if only_settings and setting not in only_settings:
                 continue
             for variant, entry in self.methods.items():
-                if only_methods and variant not in only_methods and entry.method not in only_methods:
+                if wanted is not None and variant not in wanted:
                     continue
                 if entry.only_settings is not None and setting not in entry.only_settings:
                     continue

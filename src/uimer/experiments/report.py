@@ -185,7 +185,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def table2(view: ResultsView) -> list[str]:
@@ -347,6 +347,7 @@ def figure_lint(results: Path, view: ResultsView) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     groups: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in view.records:
@@ -381,6 +382,7 @@ def figure_lint(results: Path, view: ResultsView) -> list[tuple[str, str]]:
                     ax.plot(xs, ys, label=f"{label}, mean of {len(series)} seeds",
                             color="tab:orange" if warm != 0 else "tab:blue")
             ax.set_title(f"{column}: {method}")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("training step")
             ax.set_ylabel("L_int")
             ax.legend(fontsize=7)
@@ -398,6 +400,7 @@ def figure_rounds(results: Path, view: ResultsView) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     by_column: dict[str, list[dict]] = defaultdict(list)
     for record in view.records:
@@ -429,6 +432,7 @@ def figure_rounds(results: Path, view: ResultsView) -> list[tuple[str, str]]:
             ax.fill_between(xs, [y - s for y, s in zip(ys, spread, strict=True)],
                             [y + s for y, s in zip(ys, spread, strict=True)], color=color, alpha=0.15)
         ax.set_title(f"{column}: dm-multi-round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round (0 = warm-up model)")
         ax.set_ylabel("score (%)")
         ax.legend(fontsize=7)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from uimer.errors import ConfigError
+from uimer.training.trainer import adamw
 
 log = logging.getLogger("uimer.mlm")
 
@@ -231,21 +232,6 @@ def evaluate_mlm(model: nn.Module, data: Encoded, mask_id: int, vocabulary: torc
 
 
 # -- training --------------------------------------------------------------------------------------------
-def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without decay on biases and LayerNorm; the fused kernel when available, because on CPU the
-    unfused update of the 30k x H embedding matrix costs as much as the forward and backward together."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [
-        {"params": [p for n, p in named if not any(k in n for k in no_decay)], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    try:
-        return torch.optim.AdamW(groups, lr=lr, eps=1e-8, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - devices or builds without the fused kernel
-        return torch.optim.AdamW(groups, lr=lr, eps=1e-8)
-
-
 def train_mlm(sentences: Sequence[str], base: str, out: Path, steps: int = 800, batch_size: int = 32,
               lr: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu", max_length: int = 128,
               held_out: float = HELD_OUT_FRACTION, progress: bool = True, console=None) -> dict:
@@ -272,7 +258,7 @@ def train_mlm(sentences: Sequence[str], base: str, out: Path, steps: int = 800, 
     train_data = Encoded(train_sentences, tokenizer, max_length)
     held_data = Encoded(held_sentences, tokenizer, max_length)
 
-    optimizer = _adamw(model, lr, weight_decay=0.01)
+    optimizer = adamw(model.named_parameters(), lr, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.05 * steps), steps)
     generator = torch.Generator().manual_seed(seed)
     start_time = time.perf_counter()
