@@ -403,11 +403,14 @@ def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
     assert "Model selection in nli-100 used a seeded, label-stratified subset of 1000 dev examples" in text
     # Cost per method: sum and mean of per-run seconds (12 s x seed).
     assert "| baseline | 8 | 4.0 min | 30 | 25 | 1.00 |" in text
+    assert "| im-uniform-warm | 18 |  |" in text  # mean seconds per run per column (seeds 1, 2: 12 and 24 s)
     # Figures: Fig. 3 (im-uniform with and without warm-up in intent-1), Fig. 4 (dm-multi-round rounds).
     assert (results / "fig3-lint-intent-1.png").stat().st_size > 1000
     assert (results / "fig4-rounds-intent-1.png").stat().st_size > 1000
     assert not (results / "fig3-lint-nli-100.png").exists()
     assert "![L_int with and without warm-up, intent-1 (paper Fig. 3)](fig3-lint-intent-1.png)" in text
+    _, moved = write_report(results, output=tmp_path / "docs" / "REPORT.md")
+    assert "(../results/fig4-rounds-intent-1.png)" in moved
 
 
 def test_report_cli_prints_and_rejects_missing_dir(tmp_path, capsys):
@@ -418,6 +421,9 @@ def test_report_cli_prints_and_rejects_missing_dir(tmp_path, capsys):
     assert main(["report", str(results), "--no-figures"]) == 0
     assert "## Table 2 layout" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nope")]) == 2
+    elsewhere = tmp_path / "docs" / "REPORT.md"
+    assert main(["report", str(results), "--output", str(elsewhere), "--quiet"]) == 0
+    assert "## Table 9 layout" in elsewhere.read_text() and not capsys.readouterr().out
 
 
 # -- end to end: Ray, and a sweep killed by a real signal ------------------------------------------------------

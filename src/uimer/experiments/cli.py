@@ -69,6 +69,8 @@ def register(subparsers) -> None:
     r.add_argument("results", metavar="DIR")
     r.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     r.add_argument("--quiet", action="store_true", help="write REPORT.md without printing it")
+    r.add_argument("--output", metavar="FILE", default=None,
+                   help="write the report here instead of DIR/REPORT.md (figures stay in DIR, linked relatively)")
     r.set_defaults(func=cmd_report)
 
 
@@ -160,7 +162,8 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from uimer.experiments.report import write_report
 
-    path, text = write_report(Path(args.results), figures=not args.no_figures)
+    path, text = write_report(Path(args.results), figures=not args.no_figures,
+                              output=Path(args.output) if args.output else None)
     if not args.quiet:
         print(text)
     print(f"written: {path}", file=sys.stderr)

@@ -29,8 +29,9 @@ argparse dest of `uimer train`'s flags: margin, im_k, mlm, rounds, lr_extractor,
 
 A cell (method M, setting S) is the deep merge, later winning, of: defaults, settings[S], M's own fields,
 M.settings[S], overrides. With `extends`, the base file's raw sections are deep-merged with this file's
-first (so a derived grid inherits the base's hyper-parameters per cell); a *list* under `settings` or
-`methods` selects (and orders) entries of the base instead of merging.
+first, so a derived grid inherits the base's hyper-parameters per cell: `defaults`, `overrides` and `cost`
+merge; `settings` and `methods`, when given, *select* (and order) the base's entries, as a list of keys or
+as a mapping whose values override the base entry (a new key adds an entry); omitted, all are kept.
 
 Paths in `rationale_file` and `data_dir` are relative to the grid file; `encoder` and `options.mlm` are
 names or paths as `uimer train` takes them (relative paths are resolved against the working directory when
@@ -108,13 +109,15 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
 
 
 class _Where:
-    """Builds error messages that name the file and the dotted key."""
+    """Builds error messages that name the file (and the files it extends) and the dotted key."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, bases: list[Path] | None = None):
         self.path = path
+        self.bases = bases or []
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {key}: {message}")
+        merged = f" (merged with {', '.join(map(str, self.bases))})" if self.bases else ""
+        return ConfigError(f"{self.path}{merged}: {key}: {message}")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -434,7 +437,7 @@ def load_grid(name: str | Path) -> Grid:
 
     path = resolve_config_path(name)
     raw, files = _load_raw(path)
-    where = _Where(path)
+    where = _Where(path, files[:-1])
     actions = _option_actions()
     paper_keys = set(load_paper_results()["methods"])
 

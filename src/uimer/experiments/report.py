@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -266,6 +267,18 @@ def cost_table(view: ResultsView) -> tuple[list[str], float]:
     return _table(header, rows), total
 
 
+def seconds_matrix(view: ResultsView) -> list[str]:
+    """Mean seconds per run for every (method, column): where the time goes."""
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for record in view.records:
+        groups[(record["variant"], record["column"])].append(
+            float(record.get("wall_seconds", record.get("seconds", 0.0)) or 0.0))
+    rows = [[row.variant, *(f"{statistics.fmean(groups[(row.variant, c)]):.0f}" if groups.get((row.variant, c))
+                            else "" for c in view.columns)] for row in view.rows
+            if any(groups.get((row.variant, c)) for c in view.columns)]
+    return _table(["method", *view.columns], rows)
+
+
 def target_lines(view: ResultsView) -> list[str]:
     """The issue's targets per low-resource column, one line each, plus a tally."""
     base = view.baseline
@@ -492,6 +505,8 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
               "`× baseline` is the ratio of mean seconds per run to the baseline's, over the columns both have.",
               "", *cost_lines, ""]
     lines.append(f"Sum over all counted runs: {_hours(total)}.")
+    if view.records:
+        lines += ["", "Mean seconds per run:", "", *seconds_matrix(view)]
     if view.sessions:
         elapsed = sum(float(s.get("elapsed_seconds", 0)) for s in view.sessions)
         lines.append(f"Wall-clock of the {len(view.sessions)} sweep invocation(s) on this directory: {_hours(elapsed)} "
@@ -503,13 +518,15 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(results: Path, figures: bool = True) -> tuple[Path, str]:
+def write_report(results: Path, figures: bool = True, output: Path | None = None) -> tuple[Path, str]:
+    """Write the report (default DIR/REPORT.md); figures go to DIR and are linked relative to the report."""
     results = Path(results)
     view = load_view(results)
+    path = Path(output) if output else results / "REPORT.md"
     drawn: list[tuple[str, str]] = []
     if figures and view.records:
         drawn = figure_lint(results, view) + figure_rounds(results, view)
+        drawn = [(os.path.relpath(results / name, path.parent), caption) for name, caption in drawn]
     text = render(results, view, drawn)
-    path = results / "REPORT.md"
     write_text_atomic(path, text)
     return path, text
