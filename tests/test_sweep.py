@@ -122,10 +122,13 @@ def test_lowresource_grid_is_the_issue_grid():
     # Each cell keeps the paper grid's hyper-parameters.
     paper = load_grid("paper")
     for setting in LOW_RESOURCE:
-        for variant in ("im-prior-warm", "dm-one-pass", "baseline"):
+        for variant in ("im-prior-warm", "dm-one-pass", "baseline", "gb-huang-base", "im-mask"):
             if variant in [c.variant for c in grid.cells([setting])]:
                 mine, theirs = grid.cell(variant, setting).fields, paper.cell(variant, setting).fields
                 assert mine["train"] == theirs["train"] and mine["options"] == theirs["options"]
+    assert grid.cell("dm-multi-round", "slot-10").fields["options"]["dm_no_test_curve"] is False
+    assert grid.cell("dm-multi-round", "nli-100").fields["options"] == {
+        "lr_extractor": 1e-3, "model_epochs_per_round": 30, "rounds": 10, "dm_no_test_curve": True}
     assert grid.cell("im-mlm-warm", "nli-100").fields["options"]["mlm"] == "runs/mlm/minilm-esnli"
     assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips"
 
@@ -274,6 +277,22 @@ def test_sweep_lock_refuses_a_second_sweep(tmp_path, tiny_tokenizer):
     grid = load_grid(make_world(tmp_path, tiny_tokenizer))
     with sweep_lock(tmp_path / "r"), pytest.raises(UimerError, match="in use by another sweep"):
         sweep(grid, tmp_path / "r", progress=False, run_fn=_fake_run)
+
+
+def test_sessions_record_interrupts_and_fatal_errors(tmp_path, tiny_tokenizer):
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, seeds=[1]))
+    results = tmp_path / "r"
+    for exc in (KeyboardInterrupt(), SystemExit("cluster gone")):
+        def stop(payload, exc=exc):
+            raise exc
+
+        with pytest.raises(type(exc)):
+            sweep(grid, results, progress=False, run_fn=stop)
+    first, second = (json.loads(line) for line in (results / "sweeps.jsonl").read_text().splitlines())
+    assert first["interrupted"] and "error" not in first
+    assert not second["interrupted"] and second["error"] == "SystemExit: cluster gone"
+    assert not list(results.rglob("seed*.json"))  # nothing half-counted
+    assert sweep(grid, results, progress=False, run_fn=_fake_run).finished == ["jsonl-full/baseline/seed1"]
 
 
 def test_ray_missing_is_a_clear_error(tmp_path, tiny_tokenizer, monkeypatch):
@@ -460,7 +479,8 @@ def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenize
     command = [sys.executable, "-m", "uimer.cli", "sweep", str(grid_path), "--results", str(results), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
                                                          os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    log = (tmp_path / "first-sweep.log").open("w")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
     deadline = time.monotonic() + 120
     first: Path | None = None
     while time.monotonic() < deadline and process.poll() is None:
@@ -469,9 +489,10 @@ def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenize
             first = done[0]
             break
         time.sleep(0.02)
-    assert first is not None, process.stderr.read().decode() if process.poll() is not None else "no run finished"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    log.close()
+    assert first is not None, (tmp_path / "first-sweep.log").read_text()
     at_kill = {str(p.relative_to(results)) for p in (results / "runs").rglob("seed*.json")}
     assert 1 <= len(at_kill) < 4, "the kill should land while runs remain"
     first_bytes, first_mtime = first.read_bytes(), first.stat().st_mtime_ns

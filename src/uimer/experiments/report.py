@@ -461,7 +461,7 @@ def figure_rounds(results: Path, view: ResultsView) -> list[tuple[str, str]]:
 def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> str:
     encoders = sorted({r.get("encoder", "?") for r in view.records})
     grids = sorted({p.stem for p in (Path(results) / PLANS).glob("*.json")})
-    lines = [f"# Results: {Path(results).name}", ""]
+    lines = [f"# Results: {results}", ""]
     lines.append(f"{len(view.records)} runs counted"
                  + (f" from grid(s) {', '.join(grids)}" if grids else "")
                  + (f"; encoder(s): {', '.join(encoders)}" if encoders else "") + ". "

@@ -534,6 +534,7 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
         mode = "ray" if (use_ray or ray_address) else "sequential"
         _log_line(results, f"sweep {grid.name}: {len(runs)} runs, {outcome.skipped} done, {len(todo)} to run ({mode})"
                   + (f"; removed {removed} temporary files" if removed else ""))
+        error = None
         try:
             if todo and mode == "ray":
                 run_on_ray(todo, results, outcome, ray_address, ray_num_cpus, progress, run_fn, console)
@@ -543,6 +544,10 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
             outcome.interrupted = True
             _log_line(results, "interrupted")
             raise
+        except BaseException as err:  # e.g. the Ray cluster went away: say so where the sessions are listed
+            error = f"{type(err).__name__}: {err}".strip()
+            _log_line(results, f"stopped by an error: {error}")
+            raise
         finally:
             with open(results / "sweeps.jsonl", "a") as handle:
                 handle.write(json.dumps({
@@ -550,5 +555,6 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
                     "elapsed_seconds": round(time.perf_counter() - t0, 1), "planned": len(runs),
                     "skipped": outcome.skipped, "finished_runs": len(outcome.finished),
                     "failed_runs": len(outcome.failed), "interrupted": outcome.interrupted,
+                    **({"error": error[:500]} if error else {}),
                 }) + "\n")
     return outcome
