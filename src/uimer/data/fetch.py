@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from uimer.atomic import write_bytes_atomic
 from uimer.errors import UimerError
 
 BASE_URL_ENV = "UIMER_DATA_BASE_URL"
@@ -108,20 +108,7 @@ def _download(url: str) -> bytes:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes_atomic(target, data, suffix=".part")
 
 
 def file_url(dataset: str, remote: RemoteFile, base_url: str | None) -> str:

@@ -50,6 +50,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from uimer.atomic import write_json_atomic as _write_json
+from uimer.atomic import write_text_atomic
 from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import Cell, Grid, column_name
 from uimer.training.runner import RunSpec
@@ -153,26 +155,6 @@ def plan_runs(grid: Grid, seeds: list[int] | None = None, only_settings: list[st
 
 
 # -- files -----------------------------------------------------------------------------------------------
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write-then-rename in the target folder: readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
-
-
 def read_json(path: Path) -> dict | None:
     try:
         data = json.loads(Path(path).read_text())
@@ -558,3 +540,7 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
                     **({"error": error[:500]} if error else {}),
                 }) + "\n")
     return outcome
+
+
+def write_json_atomic(path: Path, data) -> None:
+    _write_json(path, data, indent=1)

@@ -6,18 +6,17 @@ inference mode in large length-sorted batches, the best-dev weights stay in memo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from uimer.atomic import write_json_atomic  # noqa: F401 - re-exported for callers
 from uimer.data.encoding import EncodedSplit
 from uimer.data.types import TaskData, TaskKind
 from uimer.evaluation.metrics import accuracy, slot_f1
@@ -224,14 +223,6 @@ def fit(context: TrainingContext) -> SeedResult:
         model.load_state_dict(best_state)
     test = evaluate(model, context.test, context.task, device, config.eval_batch_size)
     return SeedResult(context.seed, best_dev, test, best_epoch, epoch + 1, time.perf_counter() - start, history)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
 
 
 def seed_result_dict(result: SeedResult) -> dict:
