@@ -238,6 +238,36 @@ def test_alpha_ascends_when_kl_exceeds_eps_and_stays_clamped(tiny_tokenizer):
         assert extractor.alpha.item() == 0.0
 
 
+def test_alpha_moves_in_proportion_to_the_violation(tiny_tokenizer):
+    # Plain gradient ascent: alpha' = alpha + lr * (mean KL - eps). RMSprop would step ~10 x lr whatever the
+    # violation, which zeroed alpha at step 1 of a few-shot run and let every gate close for good.
+    context, dm = _context(tiny_tokenizer)
+    model = context.model.eval()
+    extractor = dm.build_extractor(context, 1)
+    batch = next(iter(context.train.batches(8)))
+    with frozen(model), eval_mode(model):
+        optimizers = make_extractor_optimizers(extractor, 1e-3, 0.3)
+        stats = extractor_step(model, extractor, batch, optimizers, eps=0.05, generator=torch.Generator().manual_seed(0))
+    assert stats["alpha"] == pytest.approx(1.0 + 0.3 * (stats["kl"] - 0.05), abs=1e-6)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_fresh_extractor_trains_at_least_min_steps(tiny_tokenizer, fresh):
+    context, dm = _context(tiny_tokenizer, options={"extractor_epochs": 1, "extractor_min_steps": 5})
+    steps_per_epoch = math.ceil(len(context.train) / context.config.batch_size)
+    assert steps_per_epoch < 5  # otherwise one epoch would already satisfy the minimum
+    # fresh: whole epochs until >= 5 steps; a continued (multi-round) extractor: the --extractor-epochs only
+    epochs = math.ceil(5 / steps_per_epoch) if fresh else 1
+    extractor = dm.build_extractor(context, 1)
+    logged: list[dict] = []
+    context.step_log = logged.append
+    history: list[dict] = []
+    train_extractor_phase(context, dm, extractor, 1, 1e-3, torch.Generator().manual_seed(0),
+                          torch.Generator().manual_seed(1), history, fresh=fresh)
+    assert len([e for e in logged if e.get("phase") == "extractor"]) == epochs * steps_per_epoch
+    assert len(history) == epochs
+
+
 # -- a toy whose prediction depends on one token only ---------------------------------------------------
 class _PositionEncoder(nn.Module):
     """h = word embedding + position embedding, with no mixing between positions (one identity 'layer')."""
@@ -281,7 +311,7 @@ def test_trained_extractor_keeps_the_one_informative_token():
         model.head.weight.mul_(3.0)  # confident predictions, so masking position 1 moves them
     mask_row = model.embed(torch.tensor(3)).detach()
     extractor = DiffMaskExtractor("input", 16, 1, mask_row, generator=torch.Generator().manual_seed(0))
-    optimizers = make_extractor_optimizers(extractor, 1e-2, 0.3)
+    optimizers = make_extractor_optimizers(extractor, 1e-2, 1.0)  # the --dm-lr-alpha default
     data, noise = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     before = _snapshot(model)
     with frozen(model):

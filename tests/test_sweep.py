@@ -129,8 +129,8 @@ def test_lowresource_grid_is_the_issue_grid():
     assert grid.cell("dm-multi-round", "slot-10").fields["options"]["dm_no_test_curve"] is False
     assert grid.cell("dm-multi-round", "nli-100").fields["options"] == {
         "lr_extractor": 1e-3, "model_epochs_per_round": 30, "rounds": 10, "dm_no_test_curve": True}
-    assert grid.cell("im-mlm-warm", "nli-100").fields["options"]["mlm"] == "runs/mlm/minilm-esnli"
-    assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips"
+    assert grid.cell("im-mlm-warm", "nli-100").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
+    assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
 
 
 def test_lowresource_warmup_choice_is_the_papers_better_mean():

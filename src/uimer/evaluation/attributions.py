@@ -216,8 +216,8 @@ def fit_extractor(method, saved: SavedModel, options: PrepareOptions) -> None:
     extractor = method.build_extractor(context, 1)
     shuffler = torch.Generator().manual_seed(options.seed + 1)
     noise = method.noise_generator(options.seed, torch.device(options.device))
-    options.log(f"training a DM extractor for {saved.path}: {method.dm.extractor_epochs} epochs on "
-                f"{len(train)} training examples (model frozen)")
+    options.log(f"training a DM extractor for {saved.path}: {method.dm.extractor_epochs} epochs (at least "
+                f"{method.dm.extractor_min_steps} steps) on {len(train)} training examples (model frozen)")
     train_extractor_phase(context, method, extractor, 1, method.dm.lr_extractor, shuffler, noise, [])
     extractor.eval()
     method.extractor = extractor

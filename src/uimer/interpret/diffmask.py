@@ -24,9 +24,17 @@ Design decisions (vs. the reference, digest §6 and §9 items 1-3, 9-12, 20):
   sigmoid(logit - T*log(-l/r)) in closed form; for a stack, the product over its gates (independent).
   L_phi uses the expected L0 itself, averaged over real pieces (the reference minimised its *log*, which is
   unbounded below).
-- Constraint: alpha * (KL(p_clean || p_masked) - eps) with alpha maximised by gradient *ascent* (its own
-  RMSprop, gradient negated) and clamped to [0, 200], as DiffMask (the reference minimised alpha with the
-  gates' AdamW, bug §9.3). Classification/NLI: KL over classes; slot filling: KL over the emission softmax
+- Constraint: alpha * (KL(p_clean || p_masked) - eps) with alpha maximised by gradient *ascent* and clamped
+  to [0, 200], as DiffMask (the reference minimised alpha with the gates' AdamW, bug §9.3). Unlike DiffMask,
+  the ascent is plain SGD (alpha += lr * (mean KL - eps)), not RMSprop: RMSprop's first step is ~10 x lr
+  whatever the constraint's size, so at step 1 (KL ~ 0 < eps with all gates open) it threw alpha from 1 to
+  0, and the unopposed L0 term closed every gate within a few Adam steps (measured on 1-shot SNIPS with
+  MiniLM: mean keep-probability 0.92 -> 0.001 in 8 steps). A rectified gate sampled at exactly 0 passes no
+  gradient, so no alpha could reopen them: the extractor masked everything for the rest of the run. With
+  SGD ascent alpha reacts in proportion to the violation and the same run settles at KL ~ eps.
+- A freshly built extractor trains for at least --extractor-min-steps steps (whole epochs), because on a
+  few-shot training set the paper's 10 extractor epochs are 10 optimizer steps, too few for the Lagrangian
+  to settle; later rounds of a multi-round schedule continue the same extractor and keep the epoch count. Classification/NLI: KL over classes; slot filling: KL over the emission softmax
   per kept word, averaged over the example's words (the reference used an untrained intent head, bug §9.2).
 - Scores for L_int and attribution (`--dm-score`): `keep-prob` (default) = P(piece kept) = the product of
   P(z != 0), smooth and never exactly 0, so Eq. 7 always has a gradient; `gate` = the product of Louizos et
@@ -357,9 +365,10 @@ def extractor_loss(model: TaskModel, extractor: DiffMaskExtractor, batch: Batch,
 
 
 def make_extractor_optimizers(extractor: DiffMaskExtractor, lr: float, lr_alpha: float):
-    """Adam on gates + placeholder (constant LR, as DiffMask), RMSprop on alpha (ascended: gradient negated)."""
+    """Adam on gates + placeholder (constant LR, as DiffMask); plain SGD on alpha, ascended (gradient negated)
+    so that alpha moves in proportion to the constraint violation (see the module docstring)."""
     gates = torch.optim.Adam(extractor.gate_parameters(), lr=lr)
-    alpha = torch.optim.RMSprop([extractor.alpha], lr=lr_alpha)
+    alpha = torch.optim.SGD([extractor.alpha], lr=lr_alpha)
     return gates, alpha
 
 
@@ -425,9 +434,10 @@ class DMOptions:
     gate: str = "input"
     rounds: int = 10
     extractor_epochs: int = 10
+    extractor_min_steps: int = 50
     model_epochs_per_round: int = 2
     lr_extractor: float = 1e-3
-    lr_alpha: float = 0.3
+    lr_alpha: float = 1.0
     round_lr_decay: float = 1.0
     reinit_extractor: bool = False
     eps: float = 0.1
@@ -448,6 +458,7 @@ class DMOptions:
             gate=str(pick("dm_gate", d.gate)),
             rounds=int(pick("rounds", d.rounds)),
             extractor_epochs=int(pick("extractor_epochs", d.extractor_epochs)),
+            extractor_min_steps=int(pick("extractor_min_steps", d.extractor_min_steps)),
             model_epochs_per_round=int(pick("model_epochs_per_round", d.model_epochs_per_round)),
             lr_extractor=float(pick("lr_extractor", d.lr_extractor)),
             lr_alpha=float(pick("dm_lr_alpha", d.lr_alpha)),
@@ -462,8 +473,9 @@ class DMOptions:
             raise ConfigError(f"--dm-gate must be one of {', '.join(GATES)}, not {opts.gate!r}")
         if opts.score not in SCORES:
             raise ConfigError(f"--dm-score must be one of {', '.join(SCORES)}, not {opts.score!r}")
-        if opts.rounds < 1 or opts.model_epochs_per_round < 1 or opts.extractor_epochs < 0:
-            raise ConfigError("--rounds and --model-epochs-per-round must be >= 1, --extractor-epochs >= 0")
+        if opts.rounds < 1 or opts.model_epochs_per_round < 1 or opts.extractor_epochs < 0 or opts.extractor_min_steps < 0:
+            raise ConfigError("--rounds and --model-epochs-per-round must be >= 1, --extractor-epochs and "
+                              "--extractor-min-steps >= 0")
         if opts.lr_extractor <= 0 or opts.lr_alpha <= 0 or opts.round_lr_decay <= 0:
             raise ConfigError("--lr-extractor, --dm-lr-alpha and --round-lr-decay must be > 0")
         return opts
@@ -477,10 +489,12 @@ def _dm_cli(group) -> None:
                        help="layer whose input --dm-gate hidden masks (default: num_layers // 2, a fixed middle layer)")
     group.add_argument("--rounds", type=int, default=10, help="dm-multi-round: rounds of (extractor, model) training")
     group.add_argument("--extractor-epochs", type=int, default=10, help="extractor epochs per round (theta frozen)")
+    group.add_argument("--extractor-min-steps", type=int, default=50,
+                       help="a freshly built extractor trains at least this many steps (whole epochs)")
     group.add_argument("--model-epochs-per-round", type=int, default=2,
                        help="dm-multi-round: model epochs per round (dm-one-pass trains until early stopping)")
     group.add_argument("--lr-extractor", type=float, default=1e-3, help="Adam LR of the gates and placeholder")
-    group.add_argument("--dm-lr-alpha", type=float, default=0.3, help="RMSprop LR of the Lagrange multiplier (ascent)")
+    group.add_argument("--dm-lr-alpha", type=float, default=1.0, help="gradient-ascent LR of the Lagrange multiplier")
     group.add_argument("--round-lr-decay", type=float, default=1.0,
                        help="round r (1-based) trains at LR * decay^(r-1), for the model and the extractor")
     group.add_argument("--reinit-extractor", action="store_true", help="a fresh extractor every round")

@@ -100,15 +100,20 @@ def warm_up(context: TrainingContext) -> SeedResult:
 
 def train_extractor_phase(context: TrainingContext, method: DiffMaskMethod, extractor: DiffMaskExtractor,
                           round_index: int, lr: float, shuffler: torch.Generator, noise: torch.Generator,
-                          history: list[dict]) -> dict:
-    """--extractor-epochs epochs of L_phi with theta frozen; returns the last epoch's mean statistics."""
+                          history: list[dict], fresh: bool = True) -> dict:
+    """--extractor-epochs epochs of L_phi with theta frozen (a fresh extractor: also at least
+    --extractor-min-steps steps); returns the last epoch's mean statistics."""
     model, config, device, dm = context.model, context.config, context.device, method.dm
     optimizers = make_extractor_optimizers(extractor, lr, dm.lr_alpha)
+    steps_per_epoch = max(1, math.ceil(len(context.train) / config.batch_size))
+    epochs = dm.extractor_epochs
+    if fresh and len(context.train) > 0:
+        epochs = max(epochs, math.ceil(dm.extractor_min_steps / steps_per_epoch))
     last: dict = {}
     step = 0
     extractor.train()
     with frozen(model), eval_mode(model):
-        for epoch in range(dm.extractor_epochs):
+        for epoch in range(epochs):
             epoch_stats: list[dict] = []
             for batch in context.train.batches(config.batch_size, _order(len(context.train), config.shuffle, shuffler)):
                 stats = extractor_step(model, extractor, batch.to(device), optimizers, dm.eps, noise,
@@ -183,12 +188,13 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
             model.load_state_dict(best.model_state)
             if extractor is not None and best.extractor_state is not None:
                 extractor.load_state_dict(best.extractor_state)
-        if extractor is None or dm.reinit_extractor:
+        fresh = extractor is None or dm.reinit_extractor
+        if fresh:
             extractor = method.build_extractor(context, round_index)
         method.extractor = extractor
         decay = dm.round_lr_decay ** (round_index - 1)
         ext = train_extractor_phase(context, method, extractor, round_index, dm.lr_extractor * decay, shuffler,
-                                    noise, history)
+                                    noise, history, fresh=fresh)
         if best.extractor_state is None:  # the round-1 extractor was trained on the warm-up model itself
             best.extractor_state = state_copy(extractor)
         epochs = dm.model_epochs_per_round if multi_round else config.max_epochs
