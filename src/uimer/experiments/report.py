@@ -292,14 +292,20 @@ def target_lines(view: ResultsView) -> list[str]:
         base_cell = view.cell(base, column)
         if base_cell is None or base_cell.mean is None:
             continue
+        incomplete = [v for (v, c), cell in view.cells.items() if c == column and not cell.complete]
+        note = f" (incomplete cells, not compared: {', '.join(sorted(incomplete))})" if incomplete else ""
+        if not base_cell.complete:
+            lines.append(f"- **{column}**: baseline incomplete ({base_cell.n} seeds): not checked{note}")
+            continue
         parts = [f"baseline {_f(base_cell.mean)}"]
         best_overall: tuple[float, str] | None = None
         for family in FAMILIES:
-            candidates = [(view.cell(r.variant, column).mean, r.variant) for r in view.rows
-                          if r.family == family and view.cell(r.variant, column) is not None
-                          and view.cell(r.variant, column).mean is not None]
+            # Only complete cells compete: a mean over fewer seeds than the baseline's is not comparable.
+            cells = [(view.cell(r.variant, column), r.variant) for r in view.rows if r.family == family]
+            candidates = [(cell.mean, variant) for cell, variant in cells
+                          if cell is not None and cell.complete and cell.mean is not None]
             if not candidates:
-                parts.append(f"{FAMILY_NAMES[family]}: no runs")
+                parts.append(f"{FAMILY_NAMES[family]}: no complete cell")
                 continue
             mean, variant = max(candidates)
             ok = mean >= base_cell.mean
@@ -322,8 +328,6 @@ def target_lines(view: ResultsView) -> list[str]:
             parts.append(f"best UIMER {best_overall[1]} {_f(gain, sign=True)} vs required {_f(need, sign=True)} "
                          f"(half the paper's {_f(paper_best - paper_base, sign=True)}, paper best {paper_key}) "
                          f"{'✅' if ok else '❌'}")
-        incomplete = [v for (v, c), cell in view.cells.items() if c == column and not cell.complete]
-        note = f" (incomplete cells: {', '.join(sorted(incomplete))})" if incomplete else ""
         lines.append(f"- **{column}**: " + "; ".join(parts) + note)
     lines.append(f"- **tally**: family best ≥ baseline in {family_ok}/{family_all} (column, family) pairs; "
                  f"margin target met in {margin_ok}/{margin_all} columns")
