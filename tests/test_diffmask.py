@@ -316,7 +316,8 @@ def test_trained_extractor_keeps_the_one_informative_token():
     before = _snapshot(model)
     with frozen(model):
         for _ in range(300):
-            extractor_step(model, extractor, _toy_batch(data), optimizers, eps=0.1, generator=noise)
+            # a tight KL budget: masking position 1 is affordable only where it barely moves the prediction
+            extractor_step(model, extractor, _toy_batch(data), optimizers, eps=0.01, generator=noise)
     assert _all_equal(model, before)
     batch = _toy_batch(data, size=64)
     scores = piece_scores(model, batch, extractor, "keep-prob").detach()
@@ -326,6 +327,27 @@ def test_trained_extractor_keeps_the_one_informative_token():
     # Position 1 is kept, except where the placeholder happens to give the same prediction (KL ~ 0 then).
     assert scores[:, 1].mean() > 0.6
     assert (scores[:, 1] > others.max(1).values).float().mean() > 0.9
+
+
+def test_closed_gates_still_learn_from_the_constraint():
+    # Every gate shut (logits ~ -70): the samples are exactly 0 and carry no reparameterised gradient, yet the
+    # KL term must still push the gates open through the log-keep-probability path.
+    torch.manual_seed(0)
+    model = _SecondPieceModel(_PositionEncoder(20, 16, 7), TaskKind.CLASSIFICATION, 4).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(3.0)
+    extractor = DiffMaskExtractor("input", 16, 1, model.embed(torch.tensor(3)).detach(),
+                                  generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        extractor.gates.bias.fill_(-80.0)
+        extractor.alpha.fill_(10.0)
+    batch = _toy_batch(torch.Generator().manual_seed(1))
+    with frozen(model):
+        loss, stats = extractor_loss(model, extractor, batch, eps=0.0, generator=torch.Generator().manual_seed(2))
+        loss.backward()
+    assert stats["l0"] < 1e-30 and stats["kl"] > 1e-3  # all masked, and that changes the prediction
+    grad = extractor.gates.bias.grad
+    assert grad is not None and (grad < -1e-4).all()  # descending the loss opens the gates
 
 
 # -- schedules end to end -------------------------------------------------------------------------------
