@@ -133,6 +133,24 @@ def test_lowresource_grid_is_the_issue_grid():
     assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
 
 
+@pytest.mark.parametrize(("name", "settings", "variants"), [
+    ("im-minilm", ["intent-1", "intent-3", "slot-1", "slot-3"],
+     ["baseline"] + [f"im-{s}{w}" for s in ("mask", "mlm", "prior", "uniform") for w in ("", "-warm")]),
+    ("dm-minilm", ["intent-1", "intent-3", "slot-1", "slot-3"], ["baseline", "dm-one-pass", "dm-multi-round"]),
+])
+def test_issue_grids_keep_the_paper_cells(name, settings, variants):
+    """The IM and DM acceptance grids: every (setting, variant) present, with the paper's hyper-parameters."""
+    grid, paper = load_grid(name), load_grid("paper")
+    assert {(c.variant, c.setting_key) for c in grid.cells()} == {(v, s) for v in variants for s in settings}
+    for cell in grid.cells():
+        theirs = paper.cell(cell.variant, cell.setting_key).fields
+        assert cell.fields["train"] == theirs["train"]
+        extra = {"mlm", "dm_no_test_curve"}  # the MiniLM MLM path; the Fig. 4-only test curve switch
+        assert {k: v for k, v in cell.fields["options"].items() if k not in extra} == \
+            {k: v for k, v in theirs["options"].items() if k not in extra}
+        assert cell.fields["encoder"] == "minilm"
+
+
 def test_lowresource_warmup_choice_is_the_papers_better_mean():
     grid, paper = load_grid("lowresource-minilm"), load_paper_results()["methods"]
     for setting in LOW_RESOURCE:
