@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from uimer.atomic import write_text_atomic
 from uimer.errors import ConfigError
 
 THRESHOLDS_PERCENT = (1.0, 5.0, 10.0, 20.0, 50.0)
@@ -200,13 +201,10 @@ def _write_outputs(args, explanations, title: str) -> None:
 
     if args.html:
         path = Path(args.html)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(explanations_html(explanations, title=title), encoding="utf-8")
+        write_text_atomic(path, explanations_html(explanations, title=title))
         _log(f"HTML heatmap written to {path}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps([e.as_dict() for e in explanations], indent=2))
+        write_text_atomic(Path(args.json), json.dumps([e.as_dict() for e in explanations], indent=2))
 
 
 # -- explain ----------------------------------------------------------------------------------------------
@@ -368,9 +366,7 @@ def cmd_evaluate_rationales(args) -> int:
         "metrics": {r.name: r.as_dict() for r in results},
     }
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2, default=float))
+        write_text_atomic(Path(args.json), json.dumps(summary, indent=2, default=float))
     if args.export_eraser:
         from uimer.evaluation.eraser import eraser_records, write_jsonl
 
@@ -416,10 +412,8 @@ def cmd_attribution_accuracy(args) -> int:
     console.print(f"{how}; target: {'gold' if args.target == 'gold' else 'predicted'} label; valid = examples with "
                   "both a rationale and a non-rationale word")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"task": task.name, "split": args.split, "method": method.name,
-                                    "rows": [r.as_dict() for r in rows]}, indent=2))
+        write_text_atomic(Path(args.json), json.dumps({"task": task.name, "split": args.split, "method": method.name,
+                                                       "rows": [r.as_dict() for r in rows]}, indent=2))
     return 0
 
 
