@@ -338,7 +338,7 @@ def test_cli_case_study_and_attribution_accuracy(tiny_runs, capsys):
     assert code == 0
     assert "% a_R > a_N" in capsys.readouterr().out
     rows = json.loads(table.read_text())["rows"]
-    assert [r["model"].split()[0] for r in rows] == ["BaseModel", "UIMER-IM"]
+    assert [r["model"] for r in rows] == ["BaseModel +IM", f"{json.loads((tiny_runs / 'uimer' / 'uimer-model.json').read_text())['method']} +IM"]
     for r in rows:
         assert r["examples"] == 6 and 0 <= r["share_r_gt_n"] <= 1 and r["target"] == "gold"
 

@@ -393,11 +393,11 @@ def cmd_attribution_accuracy(args) -> int:
     family = method.family.upper()
     rows = [
         attribution_accuracy(base_method, base, examples, model_name=f"BaseModel +{family}", **common),
-        attribution_accuracy(method, saved, examples, model_name=f"UIMER-{family} ({saved.name})", **common),
+        attribution_accuracy(method, saved, examples, model_name=f"{saved.name} +{family}", **common),
     ]
     table = Table(title=f"{task.name} {args.split} · {method.name} · accuracy by a_R > a_N (%)")
     for column in ("model", "Acc. a_R > a_N", "Acc. a_R ≤ a_N", "% a_R > a_N", "Acc.", "n (valid / all)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=column == "model")
 
     def pct(x: float) -> str:
         return "—" if math.isnan(x) else f"{100 * x:.2f}"

@@ -134,28 +134,28 @@ def explanation_renderable(explanation: TokenExplanation, scale: float | None = 
 
 
 def case_study_table(explanations: Sequence[TokenExplanation], title: str | None = None) -> Table:
-    """Table 3 style: one row per model, one column per token, plus a_R, a_N and the prediction."""
+    """Table 3 style, transposed so any sentence fits a terminal: one row per token (rationale words bold
+    and underlined), one column per model, then a_R, a_N and the prediction."""
     first = explanations[0]
     scale = scale_of(explanations)
-    table = Table(title=title, show_lines=True)
-    table.add_column("model", no_wrap=True)
+    table = Table(title=title)
+    table.add_column("token", no_wrap=True)
+    table.add_column("R", justify="center", no_wrap=True)  # gold rationale, readable without colour too
+    for e in explanations:
+        table.add_column(e.model_name, justify="right", no_wrap=True)
     for i, token in enumerate(first.tokens):
         marked = bool(first.rationale and first.rationale[i])
-        table.add_column(Text(token, style="bold underline" if marked else ""), justify="center")
-    table.add_column("a_R", justify="right")
-    table.add_column("a_N", justify="right")
-    table.add_column("prediction", no_wrap=True)
-    for e in explanations:
-        cells: list[Text | str] = [e.model_name]
-        for score in e.scores:
-            rgb = colour(score, scale)
-            cells.append(Text(format_score(score), style=Style(bgcolor=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})",
-                                                               color=_text_colour(rgb))))
-        cells.append("—" if e.a_r is None else format_score(e.a_r))
-        cells.append("—" if e.a_n is None else format_score(e.a_n))
-        mark = "" if e.correct is None else ("✓ " if e.correct else "✗ ")
-        cells.append(f"{mark}{e.prediction}")
+        cells: list[Text | str] = [Text(token, style="bold underline" if marked else ""), "•" if marked else ""]
+        for e in explanations:
+            rgb = colour(e.scores[i], scale)
+            cells.append(Text(format_score(e.scores[i]),
+                              style=Style(bgcolor=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})", color=_text_colour(rgb))))
         table.add_row(*cells)
+    table.add_section()
+    table.add_row("a_R", "", *("—" if e.a_r is None else format_score(e.a_r) for e in explanations))
+    table.add_row("a_N", "", *("—" if e.a_n is None else format_score(e.a_n) for e in explanations))
+    table.add_row("prediction", "", *(("" if e.correct is None else ("✓ " if e.correct else "✗ ")) + e.prediction
+                                  for e in explanations))
     return table
 
 
