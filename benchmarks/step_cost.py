@@ -185,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     if base is None:
         print(json.dumps({"errors": errors}), file=sys.stderr)
         return 1
+    # Issue 4's bound for IM: 1.15 x (1 + 2K f), f = the timed batches' share of examples with a rationale
+    # (only those get the 2K replaced sentences).
+    timed_batches = batches[args.warmup:]
+    share = statistics.fmean(float(b.has_rationale.float().mean()) for b in timed_batches)
+    k = int(options.get("im_k") or 2)
     result = {
         "baseline_s": round(base, 4),
+        "im_bound": {"k": k, "rationale_share": round(share, 3), "bound": round(1.15 * (1 + 2 * k * share), 3)},
         "baseline_eager_s": round(median["baseline-eager"], 4) if "baseline-eager" in median else None,
         "ratios": {n: round(s / base, 3) for n, s in median.items() if n not in (BASELINE, "baseline-eager")},
         "seconds": {n: round(s, 4) for n, s in median.items()},
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"baseline step: {base:.3f} s (eager attention: {result['baseline_eager_s']} s)")
+        print(f"baseline step: {base:.3f} s (eager attention: {result['baseline_eager_s']} s); IM bound "
+              f"1.15 x (1 + 2K f) = {result['im_bound']['bound']} (K = {k}, f = {share:.3f})")
         for name, ratio in result["ratios"].items():
             print(f"  {name:24s} {median[name]:7.3f} s  {ratio:5.2f}x  ({attention[name]})")
         for name, message in errors.items():
