@@ -32,3 +32,5 @@ uimer case-study --base-model "${model[baseline]}" --model "${model[im-mask]}" -
   --json "$out/case-study-im-mask.json" \
   "what is the weather forecast for paris tomorrow" "play the newest album by miles davis" \
   "book a table for two at an italian restaurant" > "$out/case-study-im-mask.txt"
+uimer explain --model "${model[dm-one-pass]}" --method dm-one-pass \
+  "what is the weather forecast for paris tomorrow" > "$out/explain-dm-one-pass.txt"
