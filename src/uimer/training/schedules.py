@@ -3,7 +3,8 @@
 Both start with a warm-up: `fit()` with the baseline, i.e. L_task until early stopping with the best-dev
 weights kept ("round 0"). Then rounds r = 1..R, each
 1. an extractor phase: --extractor-epochs epochs of L_phi with theta frozen (requires_grad off, outside
-   every optimizer, model in eval mode so the extractor explains the deterministic model);
+   every optimizer, model in eval mode so the extractor explains the deterministic model); a freshly built
+   extractor runs whole epochs until at least --extractor-min-steps steps;
 2. a model phase: L_task + alpha * L_int with the extractor frozen (dropout on for L_task), fresh AdamW
    with a linear schedule over the phase, dev evaluated after every epoch.
 `dm-one-pass` is R = 1 with a model phase of up to --max-epochs and early stopping (--patience); `dm-multi-round`
