@@ -25,11 +25,13 @@ Design decisions (vs. the reference, digest §6 and §9 items 1-3, 9-12, 20):
   L_phi uses the expected L0 itself, averaged over real pieces (the reference minimised its *log*, which is
   unbounded below).
 - Constraint: alpha * (KL(p_clean || p_masked) - eps) with alpha maximised by gradient *ascent* and clamped
-  to [0, 200], as DiffMask (the reference minimised alpha with the gates' AdamW, bug §9.3). Unlike DiffMask,
+  to [0, 200], as DiffMask (the reference minimised alpha with the gates' AdamW, bug §9.3). Classification/NLI:
+  KL over classes; slot filling: KL over the emission softmax per kept word, averaged over the example's
+  words (the reference used an untrained intent head, bug §9.2). Unlike DiffMask,
   the ascent is plain SGD (alpha += lr * (mean KL - eps)), not RMSprop: RMSprop's first step is ~10 x lr
   whatever the constraint's size, so at step 1 (KL ~ 0 < eps with all gates open) it threw alpha from 1 to
   0, and the unopposed L0 term closed every gate within a few Adam steps (measured on 1-shot SNIPS with
-  MiniLM: mean keep-probability 0.92 -> 0.001 in 8 steps). A rectified gate sampled at exactly 0 passes no
+  MiniLM: mean keep-probability 0.86 -> 0.0001 in 7 steps). A rectified gate sampled at exactly 0 passes no
   gradient, so no alpha could reopen them: the extractor masked everything for the rest of the run. With
   SGD ascent alpha reacts in proportion to the violation and the same run settles at KL ~ eps.
 - Dead gates: the sampled gates enter the masked forward unchanged, but with an extra straight-through path
@@ -39,8 +41,7 @@ Design decisions (vs. the reference, digest §6 and §9 items 1-3, 9-12, 20):
   stays feasible (KL < eps) with keep-prob 0.37 on rationale pieces vs 0.22 on the rest.
 - A freshly built extractor trains for at least --extractor-min-steps steps (whole epochs), because on a
   few-shot training set the paper's 10 extractor epochs are 10 optimizer steps, too few for the Lagrangian
-  to settle; later rounds of a multi-round schedule continue the same extractor and keep the epoch count. Classification/NLI: KL over classes; slot filling: KL over the emission softmax
-  per kept word, averaged over the example's words (the reference used an untrained intent head, bug §9.2).
+  to settle; later rounds of a multi-round schedule continue the same extractor and keep the epoch count.
 - Scores for L_int and attribution (`--dm-score`): `keep-prob` (default) = P(piece kept) = the product of
   P(z != 0), smooth and never exactly 0, so Eq. 7 always has a gradient; `gate` = the product of Louizos et
   al.'s test-time gate clamp(l + (r-l)*sigmoid(logit), 0, 1), which is exactly 0 or 1 over wide logit
@@ -109,11 +110,18 @@ def hard_concrete_sample(
     return (low + (high - low) * y).clamp(0.0, 1.0)
 
 
+def keep_logits(
+    logits: torch.Tensor, temperature: float = TEMPERATURE, low: float = STRETCH_L, high: float = STRETCH_R
+) -> torch.Tensor:
+    """logit(P(z != 0)): z > 0 iff the concrete y > -l/(r-l), i.e. iff logit - T*log(-l/r) wins."""
+    return logits - temperature * math.log(-low / high)
+
+
 def expected_l0(
     logits: torch.Tensor, temperature: float = TEMPERATURE, low: float = STRETCH_L, high: float = STRETCH_R
 ) -> torch.Tensor:
-    """P(z != 0) in closed form: z > 0 iff the concrete y > -l/(r-l), i.e. sigmoid(logit - T*log(-l/r))."""
-    return torch.sigmoid(logits - temperature * math.log(-low / high))
+    """P(z != 0) in closed form: sigmoid(logit - T*log(-l/r))."""
+    return torch.sigmoid(keep_logits(logits, temperature, low, high))
 
 
 def deterministic_gate(logits: torch.Tensor, low: float = STRETCH_L, high: float = STRETCH_R) -> torch.Tensor:
@@ -378,8 +386,7 @@ def revivable(gates: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     every piece masked and KL far above eps however large alpha grew). Through log p a closed gate receives
     dKL/dz * (1 - p_k) per stack member, i.e. a unit-scale signal exactly where the reparameterised one
     vanishes, and ~0 for open gates, where the usual path dominates. Forward values are DiffMask's."""
-    shift = TEMPERATURE * math.log(-STRETCH_L / STRETCH_R)
-    log_keep = torch.nn.functional.logsigmoid(logits - shift).sum(-1)
+    log_keep = torch.nn.functional.logsigmoid(keep_logits(logits)).sum(-1)
     return gates + (log_keep - log_keep.detach())
 
 
