@@ -375,3 +375,14 @@ def test_slot_filling_uses_mask_removal_and_sequence_probabilities(tiny_tokenize
         score_examples(create_method("gb-huang-base"), saved, examples, removal="delete")
     with pytest.raises(ConfigError, match="slot filling"):
         eraser_records(scored, labels, TaskKind.TAGGING, "slots")
+
+
+def test_slot_f1_counts_a_predicted_pad_as_a_wrong_entity_without_warning():
+    import warnings
+
+    from uimer.evaluation.metrics import slot_f1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # seqeval's "PAD seems not to be NE tag" would fail here
+        score = slot_f1([["PAD", "B-city", "O"]], [["O", "B-city", "O"]])
+    assert score == pytest.approx(2 / 3)  # precision 1/2 (PAD is a predicted entity), recall 1

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from uimer.errors import UimerError
+from uimer.experiments import packaged_configs
 
 
 def _seeds(values: list[str] | None) -> list[int] | None:
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
         "run is written atomically to DIR/runs/<task>/<setting>/<variant>/seed<S>.json; rerunning skips finished "
         "runs (same configuration fingerprint) and reruns killed, failed or reconfigured ones from the start.",
     )
-    p.add_argument("config", help="grid YAML: a path or a packaged name (paper, lowresource-minilm, figures-minilm, smoke)")
+    p.add_argument("config", help=f"grid YAML: a path or a packaged name ({', '.join(packaged_configs())})")
     p.add_argument("--results", required=True, metavar="DIR", help="results directory (created; shared by reruns)")
     p.add_argument("--only-settings", nargs="+", metavar="SETTING", help="run only these settings (e.g. intent-1 nli-100)")
     p.add_argument("--only-methods", nargs="+", metavar="METHOD",

@@ -50,9 +50,9 @@ from typing import Any
 import yaml
 
 from uimer.errors import ConfigError
+from uimer.experiments import CONFIG_DIR, packaged_configs
 from uimer.training.trainer import TrainConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.yaml"
 TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
 TASK_COLUMN_PREFIX = {"snips-intent": "intent", "snips-slot": "slot", "esnli": "nli"}
@@ -103,7 +103,7 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    packaged = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    packaged = ", ".join(packaged_configs())
     where = f" (referenced from {relative_to})" if relative_to else ""
     raise ConfigError(f"grid config {str(name)!r} not found{where}; packaged configs: {packaged}")
 
