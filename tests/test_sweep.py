@@ -125,10 +125,13 @@ def test_lowresource_grid_is_the_issue_grid():
         for variant in ("im-prior-warm", "dm-one-pass", "baseline", "gb-huang-base", "im-mask"):
             if variant in [c.variant for c in grid.cells([setting])]:
                 mine, theirs = grid.cell(variant, setting).fields, paper.cell(variant, setting).fields
-                assert mine["train"] == theirs["train"] and mine["options"] == theirs["options"]
+                assert mine["train"] == theirs["train"]
+                assert {k: v for k, v in mine["options"].items() if k != "dm_gate"} == theirs["options"]
     assert grid.cell("dm-multi-round", "slot-10").fields["options"]["dm_no_test_curve"] is False
     assert grid.cell("dm-multi-round", "nli-100").fields["options"] == {
-        "lr_extractor": 1e-3, "model_epochs_per_round": 30, "rounds": 10, "dm_no_test_curve": True}
+        "lr_extractor": 1e-3, "model_epochs_per_round": 30, "rounds": 10, "dm_no_test_curve": True,
+        "dm_gate": "hidden"}
+    assert all(c.fields["options"]["dm_gate"] == "hidden" for c in grid.cells(only_methods=["dm-one-pass"]))
     assert grid.cell("im-mlm-warm", "nli-100").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
     assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
 
@@ -145,10 +148,22 @@ def test_issue_grids_keep_the_paper_cells(name, settings, variants):
     for cell in grid.cells():
         theirs = paper.cell(cell.variant, cell.setting_key).fields
         assert cell.fields["train"] == theirs["train"]
-        extra = {"mlm", "dm_no_test_curve"}  # the MiniLM MLM path; the Fig. 4-only test curve switch
+        # The MiniLM MLM path; the Fig. 4-only test curve switch; the MiniLM grids' DM gate (diffmask.py).
+        extra = {"mlm", "dm_no_test_curve", "dm_gate"}
         assert {k: v for k, v in cell.fields["options"].items() if k not in extra} == \
             {k: v for k, v in theirs["options"].items() if k not in extra}
+        if cell.family == "dm":
+            assert cell.fields["options"]["dm_gate"] == "hidden"
         assert cell.fields["encoder"] == "minilm"
+
+
+def test_issue_grids_share_their_runs_with_the_lowresource_grid():
+    """A run of the IM or DM grid is the same run (same fingerprint) in the issue-6 grid, so none is run twice."""
+    wide = {run.name: run.fingerprint for run in plan_runs(load_grid("lowresource-minilm"))}
+    for name in ("im-minilm", "dm-minilm"):
+        for run in plan_runs(load_grid(name)):
+            if run.name in wide:
+                assert run.fingerprint == wide[run.name], run.name
 
 
 def test_lowresource_warmup_choice_is_the_papers_better_mean():
