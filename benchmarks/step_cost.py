@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         "attention": attention,
         "config": {"encoder": args.encoder, "batch_size": args.batch_size, "steps": args.steps,
                    "warmup": args.warmup, "alpha": args.alpha, "threads": torch.get_num_threads(),
-                   "mean_pieces": round(float(sum(b.attention_mask.sum() for b in batches)) / len(picked), 1)},
+                   "mean_pieces": round(float(sum(b.attention_mask.sum() for b in batches)) / len(picked), 1),
+                   "options": dict(parse_option(o) for o in args.option)},
     }
     if errors:
         result["errors"] = errors
