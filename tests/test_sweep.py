@@ -482,13 +482,28 @@ def test_report_cli_prints_and_rejects_missing_dir(tmp_path, capsys):
 
 # -- end to end: Ray, and a sweep killed by a real signal ------------------------------------------------------
 @pytest.mark.integration
-def test_ray_sweep_runs_two_tiny_runs(tmp_path, tiny_tokenizer):
+def test_ray_sweep_runs_two_tiny_runs(tmp_path, tiny_tokenizer, monkeypatch):
+    import uimer.experiments.sweep as sweep_module
+
     ray = pytest.importorskip("ray")
     grid = load_grid(make_world(tmp_path, tiny_tokenizer, max_epochs=2, seeds=[11, 12]))
     results = tmp_path / "results"
+
+    def polite_stop(signum, frame):  # what `uimer sweep` installs: SIGTERM stops the sweep like Ctrl-C
+        raise KeyboardInterrupt
+
+    handlers_while_running = []  # ray.init installs its own SIGTERM handler; the sweep must put ours back
+    log_line = sweep_module._log_line
+    monkeypatch.setattr(sweep_module, "_log_line", lambda where, line: (
+        handlers_while_running.append(signal.getsignal(signal.SIGTERM)), log_line(where, line)))
+    previous = signal.signal(signal.SIGTERM, polite_stop)
     start = time.perf_counter()
-    outcome = sweep(grid, results, use_ray=True, ray_num_cpus=2, progress=False)
+    try:
+        outcome = sweep(grid, results, use_ray=True, ray_num_cpus=2, progress=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - start
+    assert len(handlers_while_running) >= 4 and all(h is polite_stop for h in handlers_while_running)
     assert not ray.is_initialized()  # the local instance this sweep started is shut down again
     assert not outcome.failed and sorted(outcome.finished) == ["jsonl-full/baseline/seed11", "jsonl-full/baseline/seed12"]
     for seed in (11, 12):

@@ -41,9 +41,11 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import statistics
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -445,11 +447,16 @@ def run_on_ray(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, add
     console = console or Console(stderr=True)
     started_here = not ray.is_initialized()
     if started_here:
+        on_term = signal.getsignal(signal.SIGTERM)
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                      object_store_memory=256 * 1024 * 1024)
+        # ray.init installs a SIGTERM handler that exits with SystemExit(1), so a polite kill of the sweep was
+        # logged as "stopped by an error"; the caller's handler (`uimer sweep`: stop like Ctrl-C) comes back.
+        if threading.current_thread() is threading.main_thread() and on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     pending: dict = {}
     try:
         total = ray.cluster_resources()
