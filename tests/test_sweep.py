@@ -205,6 +205,8 @@ def test_companion_grids_load():
     ({"defaults": {"resources": {"gpus": 1}}}, "defaults.resources.gpus: unknown resource"),
     ({"methods": {"baseline": {"paper": "nope"}}}, "methods.baseline.paper: 'nope' is not in paper_results.yaml"),
     ({"colour": "blue"}, "colour: unknown top-level key"),
+    ({"cost": {"budget": {"hours": 0}}}, "cost.budget.hours: must be a positive number"),
+    ({"cost": {"budget": {"workers": 2}}}, "cost.budget: must be {hours: H, workers: W}"),
 ])
 def test_bad_grid_is_a_clear_error_naming_file_and_key(tmp_path, patch, expected):
     grid = {"settings": {"s": {"task": "snips-intent", "shot": 1}}, "methods": {"baseline": {}}}
@@ -465,6 +467,24 @@ def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
     assert "![L_int with and without warm-up, intent-1 (paper Fig. 3)](fig3-lint-intent-1.png)" in text
     _, moved = write_report(results, output=tmp_path / "docs" / "REPORT.md")
     assert "(../results/fig4-rounds-intent-1.png)" in moved
+
+
+def test_report_checks_the_grid_time_budget(tmp_path, tiny_tokenizer):
+    grid_path = make_world(tmp_path, tiny_tokenizer, seeds=[1, 2])
+    grid = yaml.safe_load(grid_path.read_text())
+    results = tmp_path / "results"
+
+    def budget_line(budget: dict) -> str:
+        grid_path.write_text(yaml.safe_dump({**grid, "cost": {"budget": budget}}, sort_keys=False))
+        _, text = write_report(results, figures=False)
+        return next(line for line in text.splitlines() if line.startswith("- **time, grid tiny**"))
+
+    # One of two runs done (the fake run's wall clock is 2 s); the other is estimated from it: 4 s of run time.
+    sweep(load_grid(grid_path), results, seeds=[1], progress=False, run_fn=_fake_run)
+    line = budget_line({"hours": 0.001, "workers": 2})  # 3.6 s budget, two runs at a time: 2 s
+    assert "1/2 runs done in 0.0 min of run time; the other 1 estimated" in line
+    assert "≈ 0.0 h of wall-clock with 2 run(s) in parallel, budget 0.001 h ✅" in line
+    assert budget_line({"hours": 0.001}).endswith("budget 0.001 h ❌")  # one at a time: 4 s > 3.6 s
 
 
 def test_report_cli_prints_and_rejects_missing_dir(tmp_path, capsys):

@@ -20,6 +20,7 @@ from the file it `extends`)::
           intent-1: {train: {lr: 4.0e-4, alpha: 4}, options: {margin: 0.5}}
     overrides: {RUN FIELDS}           # applied last, over everything (e.g. a smoke test's max_epochs)
     cost: {baseline: {SETTING: seconds}, factor: {METHOD: x}}   # dry-run cost model, see uimer.experiments.sweep
+          # + budget: {hours: H, workers: W}: the report checks the grid's wall-clock against H hours
 
 RUN FIELDS: `task`, `shot`, `train_size` (settings only), `dev_size`, `encoder`, `seeds`, `max_length`,
 `pooling`, `rationale_file`, `data_dir`, `device` (`auto`, `cpu`, `cuda`), `train` (TrainConfig fields:
@@ -503,8 +504,20 @@ def load_grid(name: str | Path) -> Grid:
         methods[key] = MethodEntry(key, registry, spec.family, str(value.get("label", key)), paper, only,
                                    fields_, per_setting, paper_per_setting)
     cost = raw.get("cost") or {}
+    _check_budget(cost.get("budget"), where)
     return Grid(raw.get("name") or path.stem, path, files, str(raw.get("description") or "").strip(), settings,
                 methods, defaults, overrides, cost)
+
+
+def _check_budget(budget: Any, where: _Where) -> None:
+    if budget is None:
+        return
+    if not isinstance(budget, dict) or set(budget) - {"hours", "workers"} or "hours" not in budget:
+        raise where.error("cost.budget", "must be {hours: H, workers: W} (workers: parallel runs, default 1)")
+    for key in ("hours", "workers"):
+        value = budget.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise where.error(f"cost.budget.{key}", f"must be a positive number, got {value!r}")
 
 
 _PAPER_CACHE: dict[Path, dict] = {}

@@ -335,6 +335,48 @@ def target_lines(view: ResultsView) -> list[str]:
 
 
 # -- figures ---------------------------------------------------------------------------------------------
+def budget_lines(results: Path, view: ResultsView) -> list[str]:
+    """The time budget of each grid whose file sets `cost.budget`: run time so far plus the sweep's estimate
+    for the rest, divided by the budget's parallel runs (run times are measured with that many running)."""
+    from uimer.experiments.config import load_grid
+    from uimer.experiments.sweep import estimate_seconds, measured_seconds, plan_runs
+
+    lines = []
+    counted = {r["_path"]: r for r in view.records}
+    measured = None
+    for plan_file in sorted((Path(results) / PLANS).glob("*.json")):
+        plan = read_json(plan_file) or {}
+        candidates = [plan.get("grid"), *(reversed(plan.get("files") or []))]
+        grid = None
+        for name in filter(None, candidates):
+            try:
+                grid = load_grid(name)
+                break
+            except UimerError:
+                continue
+        budget = (grid.cost.get("budget") if grid else None) or {}
+        if not budget:
+            continue
+        measured = measured if measured is not None else measured_seconds([Path(results)])
+        runs = plan_runs(grid)
+        done = [counted[str(r.relpath)] for r in runs if str(r.relpath) in counted]
+        spent = sum(float(r.get("wall_seconds", r.get("seconds", 0.0))) for r in done)
+        todo = [r for r in runs if str(r.relpath) not in counted]
+        estimates = [estimate_seconds(grid, r, measured)[0] for r in todo]
+        rest = sum(e for e in estimates if e is not None)
+        unknown = sum(e is None for e in estimates)
+        workers, hours = float(budget.get("workers", 1)), float(budget["hours"])
+        wall = (spent + rest) / workers / 3600
+        ok = wall <= hours and not unknown
+        text = f"{len(done)}/{len(runs)} runs done in {_hours(spent)} of run time"
+        if todo:
+            text += (f"; the other {len(todo)} estimated at {_hours(rest)} by the sweep's cost model"
+                     + (f" ({unknown} without an estimate)" if unknown else ""))
+        lines.append(f"- **time, grid {grid.name}**: {text}; the whole grid ≈ {wall:.1f} h of wall-clock with "
+                     f"{workers:g} run(s) in parallel, budget {hours:g} h {'✅' if ok else '❌'}")
+    return lines
+
+
 def _warmup(record: dict) -> float | str:
     value = ((record.get("spec") or {}).get("config") or {}).get("warmup_epochs", 0)
     return value if value == "task" else float(value or 0)
@@ -479,7 +521,7 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
         lines.append("")
         lines.append(f"Model selection in {', '.join(sorted(columns))} used a seeded, label-stratified subset of "
                      f"{size} dev examples (the paper selects on the whole dev set).")
-    lines += ["", "## Targets (low-resource columns)", "", *target_lines(view)]
+    lines += ["", "## Targets (low-resource columns)", "", *target_lines(view), *budget_lines(results, view)]
     lines += ["", "## Table 2 layout: our mean (paper's mean) and our delta against our baseline", "",
               "Each cell: our mean over seeds, the paper's Table 2 mean in parentheses, then our mean minus our "
               "own baseline's in the same column. `*` marks a cell with fewer seeds than planned, `—` a planned "
