@@ -334,12 +334,11 @@ def target_lines(view: ResultsView) -> list[str]:
     return lines
 
 
-# -- figures ---------------------------------------------------------------------------------------------
 def budget_lines(results: Path, view: ResultsView) -> list[str]:
     """The time budget of each grid whose file sets `cost.budget`: run time so far plus the sweep's estimate
     for the rest, divided by the budget's parallel runs (run times are measured with that many running)."""
     from uimer.experiments.config import load_grid
-    from uimer.experiments.sweep import estimate_seconds, measured_seconds, plan_runs
+    from uimer.experiments.sweep import _run_seconds, estimate_seconds, measured_seconds, plan_runs
 
     lines = []
     counted = {r["_path"]: r for r in view.records}
@@ -360,7 +359,7 @@ def budget_lines(results: Path, view: ResultsView) -> list[str]:
         measured = measured if measured is not None else measured_seconds([Path(results)])
         runs = plan_runs(grid)
         done = [counted[str(r.relpath)] for r in runs if str(r.relpath) in counted]
-        spent = sum(float(r.get("wall_seconds", r.get("seconds", 0.0))) for r in done)
+        spent = sum(_run_seconds(r) or 0.0 for r in done)
         todo = [r for r in runs if str(r.relpath) not in counted]
         estimates = [estimate_seconds(grid, r, measured)[0] for r in todo]
         rest = sum(e for e in estimates if e is not None)
@@ -377,6 +376,7 @@ def budget_lines(results: Path, view: ResultsView) -> list[str]:
     return lines
 
 
+# -- figures ---------------------------------------------------------------------------------------------
 def _warmup(record: dict) -> float | str:
     value = ((record.get("spec") or {}).get("config") or {}).get("warmup_epochs", 0)
     return value if value == "task" else float(value or 0)
