@@ -485,6 +485,10 @@ def test_report_checks_the_grid_time_budget(tmp_path, tiny_tokenizer):
     assert "1/2 runs done in 0.0 min of run time; the other 1 estimated" in line
     assert "≈ 0.0 h of wall-clock with 2 run(s) in parallel, budget 0.001 h ✅" in line
     assert budget_line({"hours": 0.001}).endswith("budget 0.001 h ❌")  # one at a time: 4 s > 3.6 s
+    # The sweep wall-clock sentence follows the seconds table: a blank line keeps Markdown from reading it as a row.
+    lines = write_report(results, figures=False)[1].splitlines()
+    wall = next(i for i, line in enumerate(lines) if line.startswith("Wall-clock of the 1 sweep invocation(s)"))
+    assert lines[wall - 1] == "" and lines[wall - 2].startswith("|")
 
 
 def test_report_cli_prints_and_rejects_missing_dir(tmp_path, capsys):

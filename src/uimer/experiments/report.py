@@ -555,8 +555,8 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
         lines += ["", "Mean seconds per run:", "", *seconds_matrix(view)]
     if view.sessions:
         elapsed = sum(float(s.get("elapsed_seconds", 0)) for s in view.sessions)
-        lines.append(f"Wall-clock of the {len(view.sessions)} sweep invocation(s) on this directory: {_hours(elapsed)} "
-                     "(parallel runs overlap; interrupted invocations included).")
+        lines += ["", f"Wall-clock of the {len(view.sessions)} sweep invocation(s) on this directory: {_hours(elapsed)} "
+                  "(parallel runs overlap; interrupted invocations included)."]
     if figures:
         lines += ["", "## Figures", ""]
         for name, caption in figures:
