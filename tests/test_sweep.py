@@ -353,6 +353,22 @@ def test_sequential_sweep_trains_tiny_models(tmp_path, tiny_tokenizer):
     assert all(s["l_int"] is None for s in steps[:3]) and all(s["l_int"] is not None for s in steps[3:])
 
 
+def test_ray_task_prints_a_line_per_epoch(tmp_path, tiny_tokenizer, capsys):
+    """What a Ray worker runs: without a progress bar, each epoch is a printed line naming the run."""
+    from uimer.experiments.sweep import _ray_entry, make_payload
+
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, max_epochs=2, n_train=24, n_eval=16,
+                                methods={"im-uniform": {}}))
+    run = plan_runs(grid, seeds=[3])[0]
+    output = _ray_entry(make_payload(run, 1))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "jsonl-full/im-uniform/seed3: started"
+    epochs = [line for line in lines if line.startswith("jsonl-full/im-uniform/seed3: epoch ")]
+    assert [line.split()[2] for line in epochs] == ["0", "1"]
+    history = output["record"]["history"]
+    assert all(f"dev {entry['dev']:.4f}" in line and "l_int" in line for entry, line in zip(history, epochs, strict=True))
+
+
 def test_dry_run_lists_runs_with_estimates(tmp_path, tiny_tokenizer, capsys):
     from uimer.cli import main
 

@@ -18,11 +18,12 @@ flock on DIR/.sweep.lock, released by the kernel even on SIGKILL).
 
 Execution: sequentially in this process (rich progress per run), or as Ray tasks (`--ray` starts a local
 instance, `--ray-address` joins a cluster): each run is one task requesting the grid's `resources`
-(num_cpus, num_gpus); the task sets torch's threads to its CPUs and returns the result and step log to the
-driver, so workers need the data and models at the same paths but no shared results directory. Sequential
-runs also use `num_cpus` torch threads unless `--threads` says otherwise: on a busy machine, more threads
-than free cores make small models many times slower (measured: a tiny BERT epoch 10x slower with 2 threads
-than with 1 on a loaded 2-core machine).
+(num_cpus, num_gpus); the task sets torch's threads to its CPUs, prints a line per epoch (Ray forwards it to
+the driver's console), and returns the result and step log to the driver, so workers need the data and
+models at the same paths but no shared results directory. Sequential runs also use `num_cpus` torch
+threads unless `--threads` says otherwise: on a busy machine, more threads than free cores make small
+models many times slower (measured: a tiny BERT epoch 10x slower with 2 threads than with 1 on a loaded
+2-core machine).
 
 Cost estimate (`--dry-run`), per run, first that applies: the mean measured seconds (whole run, data loading
 included) of finished runs of the same (column, variant), then of the same (column, method); the measured
@@ -424,6 +425,9 @@ def run_sequential(todo: list[PlannedRun], results: Path, outcome: SweepOutcome,
 
 
 def import_ray():
+    # Ray folds log lines that differ only in numbers ("repeated 2x across cluster"), which would hide the
+    # per-epoch lines of parallel seeds; it reads this switch when it is first imported.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         import ray
     except ImportError:
@@ -431,9 +435,34 @@ def import_ray():
     return ray
 
 
+def _run_name(meta: dict) -> str:
+    return f"{meta['column']}/{meta['variant']}/seed{meta['seed']}"
+
+
+def epoch_printer(name: str) -> Callable[[dict], None]:
+    """A Ray task has no progress bar, and an NLI run can take an hour: one printed line per epoch shows it is
+    alive and how dev moves. Ray forwards a task's stdout to the driver's console and keeps it in its worker logs."""
+
+    def on_epoch(record: dict) -> None:
+        parts = [f"{name}:"]
+        if record.get("round") is not None:
+            parts.append(f"round {record['round']} {record.get('phase') or ''}".rstrip())
+        parts.append(f"epoch {record.get('epoch')}")
+        for key in ("dev", "l_task", "l_int", "l_phi"):
+            if record.get(key) is not None:
+                parts.append(f"{key} {record[key]:.4f}")
+        print(" ".join(parts), flush=True)
+
+    return on_epoch
+
+
 def _ray_entry(payload: dict, run_fn: RunFunction | None = None) -> dict:
     """What a Ray worker executes (module level, so it pickles by reference)."""
-    return run_fn(payload) if run_fn else execute_run(payload)
+    if run_fn:
+        return run_fn(payload)
+    name = _run_name(payload["meta"])
+    print(f"{name}: started", flush=True)
+    return execute_run(payload, epoch_printer(name))
 
 
 def run_on_ray(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, address: str | None = None,
