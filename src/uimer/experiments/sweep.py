@@ -241,7 +241,7 @@ def make_payload(run: PlannedRun, threads: int | None) -> dict:
     options = spec["config"]["method_options"]
     if isinstance(options.get("mlm"), str):
         options["mlm"] = _absolute_if_local(options["mlm"])
-    return {"spec": spec, "seed": run.seed, "threads": threads, "meta": run.meta()}
+    return {"name": run.name, "spec": spec, "seed": run.seed, "threads": threads, "meta": run.meta()}
 
 
 def spec_from_dict(data: dict) -> RunSpec:
@@ -435,10 +435,6 @@ def import_ray():
     return ray
 
 
-def _run_name(meta: dict) -> str:
-    return f"{meta['column']}/{meta['variant']}/seed{meta['seed']}"
-
-
 def epoch_printer(name: str) -> Callable[[dict], None]:
     """A Ray task has no progress bar, and an NLI run can take an hour: one printed line per epoch shows it is
     alive and how dev moves. Ray forwards a task's stdout to the driver's console and keeps it in its worker logs."""
@@ -460,9 +456,8 @@ def _ray_entry(payload: dict, run_fn: RunFunction | None = None) -> dict:
     """What a Ray worker executes (module level, so it pickles by reference)."""
     if run_fn:
         return run_fn(payload)
-    name = _run_name(payload["meta"])
-    print(f"{name}: started", flush=True)
-    return execute_run(payload, epoch_printer(name))
+    print(f"{payload['name']}: started", flush=True)
+    return execute_run(payload, epoch_printer(payload["name"]))
 
 
 def run_on_ray(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, address: str | None = None,
