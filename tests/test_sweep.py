@@ -599,3 +599,34 @@ def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenize
         assert record["epochs_run"] == 8 and len(record["history"]) == 8
         steps = (results / Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl").read_text()
         assert steps.count("\n") == 8 * 20  # whole logs only: 160 examples / batch 8 = 20 steps per epoch
+
+
+def test_cost_estimate_carries_a_variants_ratio_over_from_other_columns_of_the_task(tmp_path):
+    """An unmeasured (column, variant) costs the column's baseline times the variant's ratio elsewhere in
+    the task; a column of another task falls back to the method's fixed factor."""
+    from types import SimpleNamespace
+
+    from uimer.experiments.sweep import DEFAULT_FACTORS, estimate_seconds, measured_seconds
+
+    def record(task, column, variant, seed, seconds):
+        path = tmp_path / "runs" / task / column / variant / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"task": task, "column": column, "variant": variant, "method": variant,
+                                    "wall_seconds": seconds}))
+
+    record("esnli", "nli-100", "baseline", 1, 90.0)
+    record("esnli", "nli-100", "baseline", 2, 110.0)
+    record("esnli", "nli-100", "im-uniform-warm", 1, 300.0)
+    record("esnli", "nli-500", "baseline", 1, 1000.0)
+    record("snips-intent", "intent-1", "baseline", 1, 50.0)
+    measured = measured_seconds([tmp_path])
+    grid = SimpleNamespace(cost={})
+    cell = SimpleNamespace(variant="im-uniform-warm", method="im-uniform", family="im")
+
+    def run(task, column):
+        return SimpleNamespace(column=column, cell=cell, spec=SimpleNamespace(task=task))
+
+    seconds, source = estimate_seconds(grid, run("esnli", "nli-500"), measured)
+    assert seconds == pytest.approx(1000.0 * 3.0) and source == "baseline x 3.0 (task)"
+    seconds, source = estimate_seconds(grid, run("snips-intent", "intent-1"), measured)
+    assert seconds == pytest.approx(50.0 * DEFAULT_FACTORS["im-uniform"]) and source == "baseline x 3.5"

@@ -27,7 +27,10 @@ models many times slower (measured: a tiny BERT epoch 10x slower with 2 threads 
 
 Cost estimate (`--dry-run`), per run, first that applies: the mean measured seconds (whole run, data loading
 included) of finished runs of the same (column, variant), then of the same (column, method); the measured
-baseline of the column times the method's cost factor; the grid's `cost.baseline[setting]` times the factor.
+baseline of the column times the variant's measured cost ratio to the baseline in the other columns of the
+same task (a method's relative cost carries over between data sizes far better than a fixed factor: on
+nli-500, 1.8x predicted 3,030 s for im-prior-warm, nli-100's ratio 2.8x predicts 4,720 s, measured 5,949 s);
+the measured baseline times the method's cost factor; the grid's `cost.baseline[setting]` times the factor.
 Factors: the grid's `cost.factor[variant or method]`, else DEFAULT_FACTORS (rough whole-run ratios to the
 baseline on few-shot data, where evaluation dominates; measured numbers replace them as runs finish).
 """
@@ -326,8 +329,11 @@ def _run_seconds(record: dict) -> float | None:
 
 
 def measured_seconds(dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
-    """Seconds of finished runs keyed by (column, variant) and (column, "method:" + method)."""
+    """Seconds of finished runs keyed by (column, variant) and (column, "method:" + method), plus each
+    variant's cost ratios to the baseline, one per column where both are measured, keyed by
+    ("task:" + task, "ratio:" + variant)."""
     table: dict[tuple[str, str], list[float]] = {}
+    task_of: dict[str, str] = {}
     for root in dirs:
         for path in (Path(root) / RUNS).rglob("seed*.json") if (Path(root) / RUNS).exists() else []:
             record = read_json(path)
@@ -338,7 +344,15 @@ def measured_seconds(dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
                 continue
             table.setdefault((record["column"], record["variant"]), []).append(seconds)
             table.setdefault((record["column"], "method:" + record["method"]), []).append(seconds)
-    return table
+            if record.get("task"):
+                task_of[record["column"]] = record["task"]
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for (column, variant), seconds in table.items():
+        baseline = table.get((column, "method:baseline"))
+        if column in task_of and baseline and not variant.startswith("method:"):
+            ratios.setdefault(("task:" + task_of[column], "ratio:" + variant), []).append(
+                statistics.fmean(seconds) / statistics.fmean(baseline))
+    return {**table, **ratios}
 
 
 def cost_factor(grid: Grid, cell: Cell) -> float:
@@ -358,9 +372,14 @@ def estimate_seconds(grid: Grid, run: PlannedRun, measured: dict) -> tuple[float
     for key, source in (((column, cell.variant), "measured"), ((column, "method:" + cell.method), "measured")):
         if measured.get(key):
             return statistics.fmean(measured[key]), source
+    baseline = measured.get((column, "method:baseline"))
+    ratios = measured.get(("task:" + run.spec.task, "ratio:" + cell.variant))
+    if baseline and ratios:
+        ratio = statistics.fmean(ratios)
+        return statistics.fmean(baseline) * ratio, f"baseline x {ratio:.1f} (task)"
     factor = cost_factor(grid, cell)
-    if measured.get((column, "method:baseline")):
-        return statistics.fmean(measured[(column, "method:baseline")]) * factor, f"baseline x {factor:g}"
+    if baseline:
+        return statistics.fmean(baseline) * factor, f"baseline x {factor:g}"
     base = (grid.cost.get("baseline") or {}).get(cell.setting_key)
     if base is not None:
         return float(base) * factor, f"model {float(base):g}s x {factor:g}"
