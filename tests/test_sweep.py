@@ -630,3 +630,18 @@ def test_cost_estimate_carries_a_variants_ratio_over_from_other_columns_of_the_t
     assert seconds == pytest.approx(1000.0 * 3.0) and source == "baseline x 3.0 (task)"
     seconds, source = estimate_seconds(grid, run("snips-intent", "intent-1"), measured)
     assert seconds == pytest.approx(50.0 * DEFAULT_FACTORS["im-uniform"]) and source == "baseline x 3.5"
+
+
+def test_only_seeds_runs_a_subset_and_keeps_the_grids_plan(tmp_path, tiny_tokenizer):
+    """`--only-seeds` is a filter: the plan (what the report expects per cell) still lists every grid seed,
+    whereas `--seeds` replaces the seeds and the plan with them."""
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, seeds=[1, 2, 3]))
+    results = tmp_path / "results"
+    outcome = sweep(grid, results, only_seeds=[2], progress=False, run_fn=_fake_run)
+    assert outcome.finished == ["jsonl-full/baseline/seed2"]
+    plan = json.loads((results / "plans/tiny.json").read_text())
+    assert sorted(run["seed"] for run in plan["runs"]) == [1, 2, 3]
+    view = load_view(results)
+    assert view.cells[("baseline", "jsonl-full")].expected == 3
+    with pytest.raises(ConfigError, match="--only-seeds 7: no selected cell plans that seed"):
+        sweep(grid, results, only_seeds=[7], progress=False, run_fn=_fake_run)

@@ -13,7 +13,7 @@ from uimer.errors import UimerError
 from uimer.experiments import packaged_configs
 
 
-def _seeds(values: list[str] | None) -> list[int] | None:
+def _seeds(values: list[str] | None, flag: str = "--seeds") -> list[int] | None:
     if not values:
         return None
     seeds: list[int] = []
@@ -23,7 +23,7 @@ def _seeds(values: list[str] | None) -> list[int] | None:
                 try:
                     seeds.append(int(part))
                 except ValueError:
-                    raise UimerError(f"--seeds: {part!r} is not an integer") from None
+                    raise UimerError(f"{flag}: {part!r} is not an integer") from None
     return seeds
 
 
@@ -45,7 +45,12 @@ def register(subparsers) -> None:
     p.add_argument("--only-settings", nargs="+", metavar="SETTING", help="run only these settings (e.g. intent-1 nli-100)")
     p.add_argument("--only-methods", nargs="+", metavar="METHOD",
                    help="run only these method variants (grid keys such as im-uniform-warm, or registry names)")
-    p.add_argument("--seeds", nargs="+", help="replace every setting's seeds (space-, comma- or colon-separated)")
+    p.add_argument("--only-seeds", nargs="+", metavar="SEED",
+                   help="run only these of the grid's seeds; unlike --seeds, the grid's plan (what the report "
+                        "expects per cell) keeps all of them")
+    p.add_argument("--seeds", nargs="+",
+                   help="replace every setting's seeds (space-, comma- or colon-separated); the report then expects "
+                        "these")
     p.add_argument("--dry-run", action="store_true", help="list what would run, with a cost estimate; run nothing")
     p.add_argument("--cost-from", action="append", default=[], metavar="DIR",
                    help="other results directories whose measured run times feed the --dry-run estimate")
@@ -134,9 +139,10 @@ def cmd_sweep(args) -> int:
     console = Console(stderr=True)
     grid = load_grid(args.config)
     seeds, only_settings, only_methods = _seeds(args.seeds), _names(args.only_settings), _names(args.only_methods)
+    only_seeds = _seeds(args.only_seeds, "--only-seeds")
     results = Path(args.results)
     if args.dry_run:
-        runs = plan_runs(grid, seeds, only_settings, only_methods, args.data_dir, args.device)
+        runs = plan_runs(grid, seeds, only_settings, only_methods, args.data_dir, args.device, only_seeds=only_seeds)
         out = Console()
         return _dry_run(grid, runs, results, args, out if out.is_terminal else Console(width=150))
 
@@ -146,6 +152,7 @@ def cmd_sweep(args) -> int:
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         outcome = sweep(grid, results, seeds=seeds, only_settings=only_settings, only_methods=only_methods,
+                        only_seeds=only_seeds,
                         data_dir=args.data_dir, device=args.device, use_ray=args.ray, ray_address=args.ray_address,
                         ray_num_cpus=args.ray_num_cpus, threads=args.threads, progress=not args.no_progress,
                         console=console)

@@ -142,13 +142,23 @@ def _spec_for(cell: Cell, seed: int, data_dir: str | None, device: str | None) -
 
 def plan_runs(grid: Grid, seeds: list[int] | None = None, only_settings: list[str] | None = None,
               only_methods: list[str] | None = None, data_dir: str | None = None,
-              device: str | None = None) -> list[PlannedRun]:
-    """Expand methods x settings x seeds; `seeds` replaces every setting's seeds. Paths must be unique."""
+              device: str | None = None, *, only_seeds: list[int] | None = None) -> list[PlannedRun]:
+    """Expand methods x settings x seeds; `seeds` replaces every setting's seeds, `only_seeds` keeps only
+    these of them (a filter, like `only_settings`). Paths must be unique."""
     runs: list[PlannedRun] = []
     owner: dict[Path, str] = {}
-    for cell in grid.cells(only_settings, only_methods):
+    cells = grid.cells(only_settings, only_methods)
+    if only_seeds:
+        known = sorted({int(seed) for cell in cells for seed in seeds or cell.fields["seeds"]})
+        unknown = [seed for seed in only_seeds if seed not in known]
+        if unknown:
+            raise ConfigError(f"{grid.path}: --only-seeds {' '.join(map(str, unknown))}: no selected cell plans "
+                              f"that seed (planned seeds: {' '.join(map(str, known))})")
+    for cell in cells:
         resources = {"num_cpus": 1.0, "num_gpus": 0.0, **cell.fields.get("resources", {})}
         for seed in seeds or cell.fields["seeds"]:
+            if only_seeds and int(seed) not in only_seeds:
+                continue
             spec = _spec_for(cell, int(seed), data_dir, device)
             run = PlannedRun(cell, int(seed), spec, spec.fingerprint(), resources)
             where = f"methods.{cell.variant} x settings.{cell.setting_key}"
@@ -548,14 +558,14 @@ def run_on_ray(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, add
 
 
 def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_settings: list[str] | None = None,
-          only_methods: list[str] | None = None, data_dir: str | None = None, device: str | None = None,
+          only_methods: list[str] | None = None, only_seeds: list[int] | None = None, data_dir: str | None = None, device: str | None = None,
           use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
           threads: int | None = None, progress: bool = True, run_fn: RunFunction | None = None,
           console=None) -> SweepOutcome:
     """Run every planned run that is not done yet; returns what happened. Safe to interrupt and rerun."""
     results = Path(results)
     full_plan = plan_runs(grid, seeds, None, None, data_dir, device)
-    runs = plan_runs(grid, seeds, only_settings, only_methods, data_dir, device)
+    runs = plan_runs(grid, seeds, only_settings, only_methods, data_dir, device, only_seeds=only_seeds)
     outcome = SweepOutcome(planned=len(runs))
     started, t0 = _now(), time.perf_counter()
     with sweep_lock(results):
