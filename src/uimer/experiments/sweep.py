@@ -558,7 +558,8 @@ def run_on_ray(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, add
 
 
 def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_settings: list[str] | None = None,
-          only_methods: list[str] | None = None, only_seeds: list[int] | None = None, data_dir: str | None = None, device: str | None = None,
+          only_methods: list[str] | None = None, only_seeds: list[int] | None = None,
+          data_dir: str | None = None, device: str | None = None,
           use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
           threads: int | None = None, progress: bool = True, run_fn: RunFunction | None = None,
           console=None) -> SweepOutcome:
