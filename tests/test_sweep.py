@@ -632,6 +632,23 @@ def test_cost_estimate_carries_a_variants_ratio_over_from_other_columns_of_the_t
     assert seconds == pytest.approx(50.0 * DEFAULT_FACTORS["im-uniform"]) and source == "baseline x 3.5"
 
 
+def test_a_run_with_two_threads_counts_twice_its_wall_clock_in_the_cost_model(tmp_path):
+    """A run sped up with `--threads 2` holds two one-core workers, so its wall-clock must not make the
+    method look cheaper to the cost model (and the report's budget line) than it is."""
+    from uimer.experiments.sweep import measured_seconds
+
+    for seed, seconds, threads in ((1, 100.0, 1), (2, 70.0, 2), (3, 90.0, None)):
+        path = tmp_path / "runs" / "esnli" / "nli-500" / "im-mlm-warm" / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"task": "esnli", "column": "nli-500", "variant": "im-mlm-warm", "method": "im-mlm",
+                  "wall_seconds": seconds}
+        if threads is not None:
+            record["threads"] = threads
+        path.write_text(json.dumps(record))
+    measured = measured_seconds([tmp_path])
+    assert sorted(measured[("nli-500", "im-mlm-warm")]) == [90.0, 100.0, 140.0]
+
+
 def test_only_seeds_runs_a_subset_and_keeps_the_grids_plan(tmp_path, tiny_tokenizer):
     """`--only-seeds` is a filter: the plan (what the report expects per cell) still lists every grid seed,
     whereas `--seeds` replaces the seeds and the plan with them."""

@@ -334,8 +334,13 @@ def store_failure(results: Path, run: PlannedRun, error: BaseException, detail: 
 
 # -- cost model ------------------------------------------------------------------------------------------
 def _run_seconds(record: dict) -> float | None:
+    """Worker-seconds of a finished run: its wall-clock times its torch threads, because a run given two threads
+    holds two of the one-core workers that the budget and the cost model count in."""
     value = record.get("wall_seconds", record.get("seconds"))
-    return float(value) if isinstance(value, int | float) else None
+    if not isinstance(value, int | float):
+        return None
+    threads = record.get("threads")
+    return float(value) * (threads if isinstance(threads, int) and threads > 1 else 1)
 
 
 def measured_seconds(dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
