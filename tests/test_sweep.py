@@ -662,3 +662,39 @@ def test_only_seeds_runs_a_subset_and_keeps_the_grids_plan(tmp_path, tiny_tokeni
     assert view.cells[("baseline", "jsonl-full")].expected == 3
     with pytest.raises(ConfigError, match="--only-seeds 7: no selected cell plans that seed"):
         sweep(grid, results, only_seeds=[7], progress=False, run_fn=_fake_run)
+
+
+def test_a_run_cut_off_mid_training_resumes_at_its_checkpoint(tmp_path, tiny_tokenizer, monkeypatch):
+    """A kill during a long run costs at most the epochs since its last checkpoint, and the resumed run scores as
+    one that was never interrupted."""
+    from uimer.experiments.sweep import execute_run, make_payload
+    from uimer.training import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "DEFAULT_EVERY_SECONDS", 0.0)  # save after every epoch
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer, max_epochs=4, n_train=24, n_eval=16,
+                                methods={"im-uniform": {"train": {"warmup_epochs": 1}}}))
+    whole = tmp_path / "whole"
+    sweep(grid, whole, seeds=[3], progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_epoch_2(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Killed
+
+    results = tmp_path / "results"
+    run = plan_runs(grid, seeds=[3])[0]
+    with pytest.raises(Killed):
+        execute_run(make_payload(run, 1, results), killed_in_epoch_2)
+    checkpoint = results / "checkpoints/jsonl/full/im-uniform/seed3.pt"
+    assert checkpoint.exists() and (checkpoint.parent / "seed3-steps.jsonl").exists()
+    outcome = sweep(grid, results, seeds=[3], progress=False)
+    assert outcome.finished == ["jsonl-full/im-uniform/seed3"]
+    record = json.loads((results / "runs/jsonl/full/im-uniform/seed3.json").read_text())
+    reference = json.loads((whole / "runs/jsonl/full/im-uniform/seed3.json").read_text())
+    assert record["resumed_at_epoch"] == 2 and reference["resumed_at_epoch"] is None
+    assert (record["test"], record["dev"], record["history"]) == (reference["test"], reference["dev"], reference["history"])
+    steps = "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl"
+    assert (results / steps).read_text() == (whole / steps).read_text()  # no step logged twice or lost
+    assert not checkpoint.exists() and not (checkpoint.parent / "seed3-steps.jsonl").exists()

@@ -83,3 +83,101 @@ def test_runner_resumes_finished_seeds(tmp_path, tiny_tokenizer, monkeypatch):
     assert saved["test_std"] == pytest.approx(
         torch.tensor([r["test"] for r in saved["per_seed"]], dtype=torch.float64).std().item()
     )
+
+
+class Interrupt(Exception):
+    """Stands in for a kill at an epoch boundary."""
+
+
+def interrupt_after(epochs: int):
+    def on_epoch(record: dict) -> None:
+        if record["epoch"] + 1 >= epochs:
+            raise Interrupt
+
+    return on_epoch
+
+
+@pytest.mark.parametrize(("method", "options", "warmup"), [
+    ("baseline", {}, 0.0),
+    ("gb-huang-gate", {}, 0.5),  # the gate's own generator and a warm-up gate
+    ("im-uniform", {"im_resample": "epoch"}, 0.0),  # sets redrawn every epoch from the method's generator
+])
+def test_a_seed_cut_off_mid_training_resumes_from_its_checkpoint_with_the_same_numbers(
+        tmp_path, tiny_tokenizer, method, options, warmup):
+    from uimer.training.checkpoint import SeedCheckpoint
+
+    def context(**extra):
+        ctx = make_context(tiny_tokenizer, seed=5, method=method, max_epochs=5, warmup_epochs=warmup)
+        ctx.method = create_method(method, options)
+        ctx.method.prepare(ctx)
+        for key, value in extra.items():
+            setattr(ctx, key, value)
+        return ctx
+
+    whole = fit(context())
+    path = tmp_path / "seed5.pt"
+    with pytest.raises(Interrupt):
+        fit(context(checkpoint=SeedCheckpoint(path, "fp/seed5", every_seconds=0), on_epoch=interrupt_after(3)))
+    assert path.exists()
+    checkpoint = SeedCheckpoint(path, "fp/seed5", every_seconds=0)
+    resumed = fit(context(checkpoint=checkpoint))
+    assert checkpoint.resumed["next_epoch"] == 2  # cut off while finishing epoch 2: the last save was after epoch 1
+    assert (resumed.dev, resumed.test, resumed.best_epoch, resumed.epochs_run) == (
+        whole.dev, whole.test, whole.best_epoch, whole.epochs_run)
+    assert resumed.history == whole.history  # losses of the resumed epochs match to the last bit
+
+
+def test_a_checkpoint_of_another_run_is_ignored(tmp_path, tiny_tokenizer):
+    from uimer.training.checkpoint import SeedCheckpoint
+
+    path = tmp_path / "seed5.pt"
+    ctx = make_context(tiny_tokenizer, seed=5, max_epochs=4)
+    ctx.checkpoint, ctx.on_epoch = SeedCheckpoint(path, "old-config/seed5", every_seconds=0), interrupt_after(2)
+    with pytest.raises(Interrupt):
+        fit(ctx)
+    other = SeedCheckpoint(path, "new-config/seed5", every_seconds=0)
+    assert other.load() is None
+    result = fit(_with(make_context(tiny_tokenizer, seed=5, max_epochs=4), checkpoint=other))
+    assert other.resumed is None and result.epochs_run >= 1
+    path.write_bytes(b"not a checkpoint")
+    assert SeedCheckpoint(path, "old-config/seed5").load() is None  # a damaged file costs only the time it saved
+
+
+def _with(ctx: TrainingContext, **fields) -> TrainingContext:
+    for key, value in fields.items():
+        setattr(ctx, key, value)
+    return ctx
+
+
+def test_runner_resumes_a_cut_off_seed_and_continues_its_step_log(tmp_path, tiny_tokenizer, monkeypatch):
+    from uimer.training import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(runner, "load_task_for", lambda spec: toy_task())
+    monkeypatch.setattr(runner, "load_tokenizer", lambda name: tiny_tokenizer)
+    monkeypatch.setattr(
+        runner, "build_model", lambda name, kind, n, pooling, attn: TaskModel(make_tiny_encoder(len(tiny_tokenizer)), kind, n)
+    )
+    monkeypatch.setattr(runner, "select_train_indices", lambda task, shot, size, seed: list(range(len(task.train))))
+    monkeypatch.setattr(checkpoint_module, "DEFAULT_EVERY_SECONDS", 0.0)
+    config = TrainConfig(lr=1e-3, batch_size=4, max_epochs=4, patience=10)
+    whole = runner.run_experiment(runner.RunSpec(task="toy", seeds=[1], output_dir=str(tmp_path / "a"), config=config),
+                                  progress=False)
+    steps_whole = (tmp_path / "a" / "logs" / "seed1-steps.jsonl").read_text().splitlines()
+
+    spec = runner.RunSpec(task="toy", seeds=[1], output_dir=str(tmp_path / "b"), config=config)
+    real_fit = runner.fit
+
+    def fit_cut_after_two_epochs(context):
+        context.on_epoch = interrupt_after(2)
+        return real_fit(context)
+
+    monkeypatch.setattr(runner, "fit", fit_cut_after_two_epochs)
+    with pytest.raises(Interrupt):
+        runner.run_experiment(spec, progress=False)
+    assert (tmp_path / "b" / "checkpoints" / "seed1.pt").exists()
+    monkeypatch.setattr(runner, "fit", real_fit)
+    resumed = runner.run_experiment(spec, progress=False)
+    assert resumed["per_seed"][0]["test"] == whole["per_seed"][0]["test"]
+    assert resumed["per_seed"][0]["epochs_run"] == 4
+    assert (tmp_path / "b" / "logs" / "seed1-steps.jsonl").read_text().splitlines() == steps_whole
+    assert not (tmp_path / "b" / "checkpoints" / "seed1.pt").exists()  # removed once the seed is stored

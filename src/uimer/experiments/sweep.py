@@ -68,6 +68,7 @@ log = logging.getLogger("uimer.sweep")
 RUNS = "runs"
 FAILED = "failed"
 PLANS = "plans"
+CHECKPOINTS = "checkpoints"  # mid-run state of unfinished runs (git-ignored; removed when the run is stored)
 SCHEMA = 1
 # Whole-run cost relative to the baseline in the same setting (see the module docstring).
 DEFAULT_FACTORS = {
@@ -104,6 +105,10 @@ class PlannedRun:
     @property
     def steps_relpath(self) -> Path:
         return self.run_dir / "logs" / f"seed{self.seed}-steps.jsonl"
+
+    @property
+    def checkpoint_relpath(self) -> Path:
+        return Path(CHECKPOINTS) / self.spec.task / self.spec.setting / self.cell.variant / f"seed{self.seed}.pt"
 
     @property
     def failed_relpath(self) -> Path:
@@ -182,7 +187,7 @@ def read_json(path: Path) -> dict | None:
 def clean_temporaries(results: Path) -> int:
     """Remove what killed writers left behind (only ever called while holding the sweep lock)."""
     removed = 0
-    for sub in (RUNS, FAILED, PLANS):
+    for sub in (RUNS, FAILED, PLANS, CHECKPOINTS):
         for tmp in (results / sub).rglob(".*.tmp") if (results / sub).exists() else []:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -245,7 +250,8 @@ def _absolute_if_local(value: str | None) -> str | None:
     return value
 
 
-def make_payload(run: PlannedRun, threads: int | None) -> dict:
+def make_payload(run: PlannedRun, threads: int | None, results: Path | None = None) -> dict:
+    """What a worker needs to train one run; with `results`, where it keeps (and resumes from) its checkpoint."""
     spec = asdict(run.spec)
     spec["encoder"] = _absolute_if_local(spec["encoder"])
     spec["rationale_file"] = _absolute_if_local(spec["rationale_file"])
@@ -254,7 +260,14 @@ def make_payload(run: PlannedRun, threads: int | None) -> dict:
     options = spec["config"]["method_options"]
     if isinstance(options.get("mlm"), str):
         options["mlm"] = _absolute_if_local(options["mlm"])
-    return {"name": run.name, "spec": spec, "seed": run.seed, "threads": threads, "meta": run.meta()}
+    checkpoint = str((Path(results) / run.checkpoint_relpath).resolve()) if results is not None else None
+    return {"name": run.name, "spec": spec, "seed": run.seed, "threads": threads, "meta": run.meta(),
+            "checkpoint": checkpoint}
+
+
+def partial_steps_path(checkpoint: Path) -> Path:
+    """The step log of an unfinished run, kept next to its checkpoint so a resumed run continues it."""
+    return checkpoint.with_name(checkpoint.stem + "-steps.jsonl")
 
 
 def spec_from_dict(data: dict) -> RunSpec:
@@ -291,6 +304,7 @@ def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -
     """Train and evaluate one seed; returns {"record": the run file's content, "steps": the step log text}."""
     import torch
 
+    from uimer.training.checkpoint import SeedCheckpoint
     from uimer.training.runner import run_seed
 
     start = time.perf_counter()
@@ -300,13 +314,24 @@ def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -
     device = resolve_device(spec.config.device)
     spec.config = dataclasses.replace(spec.config, device=str(device))
     encoded = _encoded_task(spec)
-    with tempfile.TemporaryDirectory(prefix="uimer-run-") as tmp:
-        steps_path = Path(tmp) / "steps.jsonl"
-        result = run_seed(spec, encoded, payload["seed"], device, on_epoch or (lambda record: None), steps_path)
+    on_epoch = on_epoch or (lambda record: None)
+    checkpoint = None
+    if payload.get("checkpoint"):
+        checkpoint = SeedCheckpoint(Path(payload["checkpoint"]), f"{payload['meta']['fingerprint']}/seed{payload['seed']}")
+        steps_path = partial_steps_path(checkpoint.path)
+        result = run_seed(spec, encoded, payload["seed"], device, on_epoch, steps_path, checkpoint)
         steps = steps_path.read_text() if steps_path.exists() else ""
+    else:
+        with tempfile.TemporaryDirectory(prefix="uimer-run-") as tmp:
+            steps_path = Path(tmp) / "steps.jsonl"
+            result = run_seed(spec, encoded, payload["seed"], device, on_epoch, steps_path)
+            steps = steps_path.read_text() if steps_path.exists() else ""
+    resumed = checkpoint.resumed if checkpoint is not None else None
+    earlier = resumed["seconds"] if resumed else 0.0  # the cut-off part's training time (its set-up is not known)
     record = {
         "schema": SCHEMA, **payload["meta"], **asdict(result),
-        "wall_seconds": time.perf_counter() - start, "device": str(device), "threads": torch.get_num_threads(),
+        "wall_seconds": time.perf_counter() - start + earlier, "device": str(device),
+        "threads": torch.get_num_threads(), "resumed_at_epoch": resumed["next_epoch"] if resumed else None,
         "host": socket.gethostname(), "finished_at": _now(),
         "spec": {k: v for k, v in payload["spec"].items() if k not in ("seeds", "output_dir", "save_model")},
     }
@@ -321,8 +346,10 @@ def store_result(results: Path, run: PlannedRun, output: dict) -> dict:
         raise SweepError(f"{run.name}: the run returned fingerprint {record.get('fingerprint')}, "
                          f"expected {run.fingerprint}")
     write_json_atomic(results / run.relpath, record)
-    with contextlib.suppress(FileNotFoundError):
-        (results / run.failed_relpath).unlink()
+    checkpoint = results / run.checkpoint_relpath
+    for done_with in (results / run.failed_relpath, checkpoint, partial_steps_path(checkpoint)):
+        with contextlib.suppress(FileNotFoundError):
+            done_with.unlink()
     return record
 
 
@@ -437,7 +464,7 @@ def run_sequential(todo: list[PlannedRun], results: Path, outcome: SweepOutcome,
                 status = f"dev {record['dev']:.4f}" if record.get("dev") is not None else ""
                 bar.update(task_id, advance=1, status=status)
 
-            payload = make_payload(run, threads or max(1, math.floor(run.resources["num_cpus"])))
+            payload = make_payload(run, threads or max(1, math.floor(run.resources["num_cpus"])), results)
             _log_line(results, f"start {run.name}")
             try:
                 output = run_fn(payload) if run_fn else execute_run(payload, on_epoch)
@@ -527,7 +554,7 @@ def run_on_ray(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, add
         for run in todo:
             threads = max(1, math.floor(run.resources["num_cpus"]))
             ref = remote.options(num_cpus=run.resources["num_cpus"], num_gpus=run.resources["num_gpus"],
-                                 name=run.name).remote(make_payload(run, threads), run_fn)
+                                 name=run.name).remote(make_payload(run, threads, results), run_fn)
             pending[ref] = run
             _log_line(results, f"submitted {run.name}")
         bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -54,6 +54,13 @@ class InterpretationMethod(ABC):
     def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:  # noqa: B027 - optional hook
         """Called at the start of every training epoch."""
 
+    def state_dict(self) -> dict:
+        """The method's own random state, saved in mid-seed checkpoints (stateless methods: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027 - optional hook
+        """Restore what `state_dict` saved; called after `prepare`, before training resumes."""
+
     @abstractmethod
     def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """Attribution scores for the batch; differentiable w.r.t. the model iff `create_graph`."""

@@ -269,6 +269,13 @@ class Huang(GradientMethod):
         """Seed the gate's own generator from the run seed (reproducible, independent of dropout draws)."""
         self.generator = torch.Generator().manual_seed((int(context.seed) * 1_000_003 + _GATE_SEED_SALT) % 2**63)
 
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+
     def objective(self, model: TaskModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         return -model.gold_log_prob(logits, batch)  # cross-entropy, or the CRF negative log-likelihood
 

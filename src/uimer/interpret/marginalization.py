@@ -174,6 +174,14 @@ class InputMarginalization(InterpretationMethod):
         if self.resample == "epoch" and epoch > 0:
             self._regenerate()
 
+    def state_dict(self) -> dict:
+        """The replacement-set generator; the next epoch's sets are drawn from it."""
+        return {"generator": self._generator.get_state()} if self._generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._generator is not None and "generator" in state:
+            self._generator.set_state(state["generator"])
+
     def _make_proposer(self, tokenizer, embedding_rows: int | None) -> Proposer:
         if self.strategy == "mask":
             return MaskProposer(tokenizer.mask_token_id)

@@ -1,7 +1,8 @@
 """One experiment = one task, setting and method over several seeds; results land in `DIR/results.json`.
 
 Each finished seed is written atomically to `DIR/seeds/seed<S>.json`, so an interrupted run resumes at the
-first unfinished seed (a seed that was cut off is rerun from its start, never half-counted).
+first unfinished seed; a seed that was cut off resumes at its last checkpoint (`DIR/checkpoints/seed<S>.pt`,
+saved at an epoch boundary every few minutes), and is never half-counted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from uimer.errors import ConfigError
 from uimer.interpret import create_method
 from uimer.models.encoder import load_tokenizer
 from uimer.models.task_model import build_model
+from uimer.training.checkpoint import SeedCheckpoint, open_step_log
 from uimer.training.trainer import SeedResult, TrainConfig, TrainingContext, fit, set_seed, write_json_atomic
 
 log = logging.getLogger("uimer.run")
@@ -114,19 +116,23 @@ def run_seed(
     device: torch.device,
     on_epoch: Callable[[dict], None] = lambda record: None,
     steps_path: Path | None = None,
+    checkpoint: SeedCheckpoint | None = None,
 ) -> SeedResult:
-    """Train and evaluate one seed from the pretrained encoder."""
+    """Train and evaluate one seed from the pretrained encoder; with a checkpoint, resume a cut-off seed at its
+    last saved epoch (the step log is then continued, not restarted)."""
     task = encoded.task
     indices = select_train_indices(task, spec.shot, spec.train_size, seed)
     set_seed(seed)
     method = create_method(spec.method, spec.config.method_options)
     attn = "eager" if method.needs_double_backward else "sdpa"
     model = build_model(spec.encoder, task.kind, len(task.labels), spec.pooling, attn).to(device)
-    steps_file = steps_path.open("w") if steps_path else None
+    steps_file = open_step_log(steps_path, checkpoint) if steps_path else None
 
     def step_log(record: dict) -> None:
         if steps_file:
             steps_file.write(json.dumps(record) + "\n")
+            if checkpoint is not None:
+                checkpoint.log_lines += 1
 
     context = TrainingContext(
         model=model,
@@ -141,6 +147,7 @@ def run_seed(
         method=method,
         step_log=step_log,
         on_epoch=on_epoch,
+        checkpoint=checkpoint,
     )
     try:
         method.prepare(context)
@@ -214,9 +221,12 @@ def run_experiment(spec: RunSpec, progress: bool = True) -> dict:
                         bar.skip(seed, stored)
                         continue
                 bar.start_seed(seed)
-                result = run_seed(spec, encoded, seed, device, bar.epoch_done, out / "logs" / f"seed{seed}-steps.jsonl")
+                checkpoint = SeedCheckpoint(out / "checkpoints" / f"seed{seed}.pt", f"{fingerprint}/seed{seed}")
+                result = run_seed(spec, encoded, seed, device, bar.epoch_done, out / "logs" / f"seed{seed}-steps.jsonl",
+                                  checkpoint)
                 stored = {**asdict(result), "fingerprint": fingerprint}
                 write_json_atomic(seed_file, stored)
+                checkpoint.clear()
                 results.append(stored)
                 bar.end_seed(seed, stored)
         summary = summarise(spec, task, results)

@@ -96,7 +96,8 @@ def warm_up(context: TrainingContext) -> SeedResult:
     def step_log(entry: dict) -> None:
         context.step_log({"round": 0, "phase": "warmup", **entry})
 
-    return fit(replace(context, method=Baseline(), config=config, step_log=step_log))
+    # DM seeds are not checkpointed yet: their rounds keep state (extractor, best pair) that fit() does not see.
+    return fit(replace(context, method=Baseline(), config=config, step_log=step_log, checkpoint=None))
 
 
 def train_extractor_phase(context: TrainingContext, method: DiffMaskMethod, extractor: DiffMaskExtractor,

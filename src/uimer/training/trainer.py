@@ -22,6 +22,7 @@ from uimer.data.types import TaskData, TaskKind
 from uimer.evaluation.metrics import accuracy, slot_f1
 from uimer.interpret.base import InterpretationMethod
 from uimer.models.task_model import TaskModel
+from uimer.training.checkpoint import SeedCheckpoint, capture_rng, restore_rng
 
 log = logging.getLogger("uimer.train")
 
@@ -71,6 +72,7 @@ class TrainingContext:
     step_log: Callable[[dict], None] = lambda record: None
     on_epoch: Callable[[dict], None] = lambda record: None
     extra: dict = field(default_factory=dict)
+    checkpoint: SeedCheckpoint | None = None  # where the loop saves its state to resume a cut-off seed
 
 
 def set_seed(seed: int) -> None:
@@ -171,8 +173,23 @@ def fit(context: TrainingContext) -> SeedResult:
     best_dev, best_epoch, best_state, bad_epochs = -math.inf, -1, None, 0
     history: list[dict] = []
     global_step = 0
-    epoch = 0
-    for epoch in range(config.max_epochs):
+    first_epoch, seconds_before = 0, 0.0
+    saved = context.checkpoint.take() if context.checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        shuffler.set_state(saved["shuffler"])
+        gate.released = saved["gate_released"]
+        best_dev, best_epoch, best_state, bad_epochs = (saved["best_dev"], saved["best_epoch"], saved["best_state"],
+                                                        saved["bad_epochs"])
+        history, global_step, first_epoch = saved["history"], saved["global_step"], saved["next_epoch"]
+        seconds_before = saved["seconds"]
+        method.load_state_dict(saved["method"])
+        restore_rng(saved["rng"])
+        log.info("seed %d resumes at epoch %d from %s", context.seed, first_epoch, context.checkpoint.path)
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, config.max_epochs):
         method.on_epoch_start(context, epoch)
         model.train()
         order = torch.randperm(len(train), generator=shuffler).tolist() if config.shuffle else list(range(len(train)))
@@ -209,6 +226,7 @@ def fit(context: TrainingContext) -> SeedResult:
         )
         log.info("seed %d epoch %d dev %.4f l_task %.4f", context.seed, epoch, dev, history[-1]["l_task"] or 0.0)
         context.on_epoch(history[-1])
+        stop = False
         if dev >= best_dev:  # ties go to the later epoch, as in the reference
             best_dev, best_epoch, bad_epochs = dev, epoch, 0
             best_state = state_copy(model)
@@ -217,12 +235,24 @@ def fit(context: TrainingContext) -> SeedResult:
             if bad_epochs > config.patience:
                 if gate.release_on_early_stop():
                     bad_epochs = 0
-                    continue
-                break
+                else:
+                    stop = True
+        if stop:
+            break
+        if context.checkpoint is not None and epoch + 1 < config.max_epochs and context.checkpoint.due():
+            context.checkpoint.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "shuffler": shuffler.get_state(), "gate_released": gate.released, "best_dev": best_dev,
+                "best_epoch": best_epoch, "best_state": best_state, "bad_epochs": bad_epochs, "history": history,
+                "global_step": global_step, "next_epoch": epoch + 1,
+                "seconds": seconds_before + time.perf_counter() - start, "method": method.state_dict(),
+                "rng": capture_rng(),
+            })
     if best_state is not None:
         model.load_state_dict(best_state)
     test = evaluate(model, context.test, context.task, device, config.eval_batch_size)
-    return SeedResult(context.seed, best_dev, test, best_epoch, epoch + 1, time.perf_counter() - start, history)
+    seconds = seconds_before + time.perf_counter() - start
+    return SeedResult(context.seed, best_dev, test, best_epoch, epoch + 1, seconds, history)
 
 
 def seed_result_dict(result: SeedResult) -> dict:
