@@ -449,3 +449,35 @@ def test_read_states_shapes(tiny_tokenizer):
     n_layers = context.model.encoder.config.num_hidden_layers
     assert reading.each.shape == (3, batch.input_ids.shape[1], n_layers + 2, 16)
     assert torch.equal(extractor.placeholder.detach(), dm._mask_embedding)  # the pretrained [MASK] row
+
+
+@pytest.mark.parametrize("gate", ["input", "hidden"])
+def test_a_multi_round_seed_cut_off_between_rounds_resumes_with_the_same_numbers(tmp_path, tiny_tokenizer, gate):
+    from uimer.training.checkpoint import SeedCheckpoint
+
+    class Killed(Exception):
+        pass
+
+    options = {"dm_gate": gate, "rounds": 3, "extractor_epochs": 1, "model_epochs_per_round": 1,
+               "reinit_extractor": False}
+    context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0)
+    whole = dm.run_schedule(context)
+
+    path = tmp_path / "seed0.pt"
+    context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0)
+    context.checkpoint = SeedCheckpoint(path, "fp/seed0", every_seconds=0)
+
+    def killed_in_round_3(entry: dict) -> None:
+        if entry.get("round") == 3:
+            raise Killed
+
+    context.on_epoch = killed_in_round_3
+    with pytest.raises(Killed):
+        dm.run_schedule(context)
+    context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0)
+    context.checkpoint = checkpoint = SeedCheckpoint(path, "fp/seed0", every_seconds=0)
+    resumed = dm.run_schedule(context)
+    assert checkpoint.resumed["at"] == "round 3"
+    assert resumed.history == whole.history
+    assert (resumed.dev, resumed.test, resumed.best_epoch, resumed.epochs_run) == (
+        whole.dev, whole.test, whole.best_epoch, whole.epochs_run)

@@ -693,7 +693,7 @@ def test_a_run_cut_off_mid_training_resumes_at_its_checkpoint(tmp_path, tiny_tok
     assert outcome.finished == ["jsonl-full/im-uniform/seed3"]
     record = json.loads((results / "runs/jsonl/full/im-uniform/seed3.json").read_text())
     reference = json.loads((whole / "runs/jsonl/full/im-uniform/seed3.json").read_text())
-    assert record["resumed_at_epoch"] == 2 and reference["resumed_at_epoch"] is None
+    assert record["resumed_at"] == "epoch 2" and reference["resumed_at"] is None
     assert (record["test"], record["dev"], record["history"]) == (reference["test"], reference["dev"], reference["history"])
     steps = "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl"
     assert (results / steps).read_text() == (whole / steps).read_text()  # no step logged twice or lost

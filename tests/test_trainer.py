@@ -121,7 +121,7 @@ def test_a_seed_cut_off_mid_training_resumes_from_its_checkpoint_with_the_same_n
     assert path.exists()
     checkpoint = SeedCheckpoint(path, "fp/seed5", every_seconds=0)
     resumed = fit(context(checkpoint=checkpoint))
-    assert checkpoint.resumed["next_epoch"] == 2  # cut off while finishing epoch 2: the last save was after epoch 1
+    assert checkpoint.resumed["at"] == "epoch 2"  # cut off while finishing epoch 2: the last save was after epoch 1
     assert (resumed.dev, resumed.test, resumed.best_epoch, resumed.epochs_run) == (
         whole.dev, whole.test, whole.best_epoch, whole.epochs_run)
     assert resumed.history == whole.history  # losses of the resumed epochs match to the last bit

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
         description="Run every (setting, method variant, seed) of a grid config that is not done yet. Each finished "
         "run is written atomically to DIR/runs/<task>/<setting>/<variant>/seed<S>.json; rerunning skips finished "
         "runs (same configuration fingerprint) and reruns failed or reconfigured ones; a killed run resumes at its last "
-        "checkpoint (DIR/checkpoints/, saved at an epoch boundary every few minutes; DM runs restart from epoch 0).",
+        "checkpoint (DIR/checkpoints/, saved at an epoch boundary, DM: a round boundary, every few minutes).",
     )
     p.add_argument("config", help=f"grid YAML: a path or a packaged name ({', '.join(packaged_configs())})")
     p.add_argument("--results", required=True, metavar="DIR", help="results directory (created; shared by reruns)")

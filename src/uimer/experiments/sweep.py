@@ -331,7 +331,7 @@ def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -
     record = {
         "schema": SCHEMA, **payload["meta"], **asdict(result),
         "wall_seconds": time.perf_counter() - start + earlier, "device": str(device),
-        "threads": torch.get_num_threads(), "resumed_at_epoch": resumed["next_epoch"] if resumed else None,
+        "threads": torch.get_num_threads(), "resumed_at": resumed["at"] if resumed else None,
         "host": socket.gethostname(), "finished_at": _now(),
         "spec": {k: v for k, v in payload["spec"].items() if k not in ("seeds", "output_dir", "save_model")},
     }

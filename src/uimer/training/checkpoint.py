@@ -70,7 +70,7 @@ class SeedCheckpoint:
         self.log_handle = None  # the open step log, flushed before each save so its lines are on disk too
         self._last_save = time.monotonic()
         self._loaded: dict | None = None
-        self.resumed: dict | None = None  # {"next_epoch", "seconds"} of the state a training loop resumed from
+        self.resumed: dict | None = None  # where a training loop resumed ("epoch 3", "round 2") and the seconds before
 
     def load(self) -> dict | None:
         """The stored state for this key, or None (no file, another key, or an unreadable file); read once."""
@@ -82,7 +82,8 @@ class SeedCheckpoint:
         """`load()`, and forget the state afterwards (the training loop takes it over)."""
         state, self._loaded = self.load(), None
         if state is not None:
-            self.resumed = {"next_epoch": int(state["next_epoch"]), "seconds": float(state["seconds"])}
+            unit = "epoch" if "next_epoch" in state else "round"
+            self.resumed = {"at": f"{unit} {int(state['next_' + unit])}", "seconds": float(state["seconds"])}
         return state
 
     def _read(self) -> dict | None:

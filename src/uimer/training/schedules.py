@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from statistics import fmean
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,7 @@ from uimer.interpret.diffmask import (
     make_extractor_optimizers,
     model_step,
 )
+from uimer.training.checkpoint import capture_rng, restore_rng
 from uimer.training.trainer import SeedResult, TrainingContext, evaluate, fit, make_optimizer, state_copy
 
 if TYPE_CHECKING:
@@ -85,6 +86,11 @@ class BestState:
         return False
 
 
+def _fields(instance) -> dict:
+    """A dataclass's fields, shallow (asdict would deep-copy the weight tensors of a BestState)."""
+    return {f.name: getattr(instance, f.name) for f in fields(instance)}
+
+
 def _order(n: int, shuffle: bool, generator: torch.Generator) -> list[int]:
     return torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
 
@@ -96,7 +102,7 @@ def warm_up(context: TrainingContext) -> SeedResult:
     def step_log(entry: dict) -> None:
         context.step_log({"round": 0, "phase": "warmup", **entry})
 
-    # DM seeds are not checkpointed yet: their rounds keep state (extractor, best pair) that fit() does not see.
+    # The DM schedule checkpoints at round boundaries itself; a seed cut off during its warm-up restarts it.
     return fit(replace(context, method=Baseline(), config=config, step_log=step_log, checkpoint=None))
 
 
@@ -168,24 +174,36 @@ def train_model_phase(context: TrainingContext, method: DiffMaskMethod, extracto
 
 
 def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_round: bool) -> SeedResult:
-    """Warm-up, then one round (until early stopping) or --rounds short rounds; see the module docstring."""
+    """Warm-up, then one round (until early stopping) or --rounds short rounds; see the module docstring.
+    With `context.checkpoint`, the state is saved after a round (when due) and a cut-off seed resumes at the
+    next round with the same numbers; a seed cut off in its warm-up or first round starts again."""
     start = time.perf_counter()
     model, config, device, dm = context.model, context.config, context.device, method.dm
-    history: list[dict] = []
-
-    warm = warm_up(context)
-    for entry in warm.history:
-        history.append(record(0, "warmup", epoch=entry["epoch"], dev=entry["dev"], l_task=entry["l_task"]))
-    history.append(record(0, "round", dev=warm.dev, test=warm.test, best_dev=warm.dev))
-    context.step_log(history[-1])
-    best = BestState(warm.dev, state_copy(model), None, 0, warm.best_epoch)
-    epochs_done = warm.epochs_run
-
     shuffler = torch.Generator().manual_seed(context.seed + 1)
     noise = method.noise_generator(context.seed, device)
     extractor: DiffMaskExtractor | None = None
     rounds = dm.rounds if multi_round else 1
-    for round_index in range(1, rounds + 1):
+    saved = context.checkpoint.take() if context.checkpoint is not None else None
+    if saved is None:
+        history: list[dict] = []
+        warm = warm_up(context)
+        for entry in warm.history:
+            history.append(record(0, "warmup", epoch=entry["epoch"], dev=entry["dev"], l_task=entry["l_task"]))
+        history.append(record(0, "round", dev=warm.dev, test=warm.test, best_dev=warm.dev))
+        context.step_log(history[-1])
+        best = BestState(warm.dev, state_copy(model), None, 0, warm.best_epoch)
+        epochs_done, first_round, seconds_before = warm.epochs_run, 1, 0.0
+    else:
+        history, warm, best = saved["history"], SeedResult(**saved["warm"]), BestState(**saved["best"])
+        epochs_done, first_round, seconds_before = saved["epochs_done"], saved["next_round"], saved["seconds"]
+        model.load_state_dict(saved["model"])
+        shuffler.set_state(saved["shuffler"])
+        noise.set_state(saved["noise"])
+        extractor = method.build_extractor(context, saved["extractor_round"])
+        extractor.load_state_dict(saved["extractor"])
+        restore_rng(saved["rng"])
+    extractor_round = saved["extractor_round"] if saved is not None else 0
+    for round_index in range(first_round, rounds + 1):
         if round_index > 1 and best.round >= 1:  # restart from the best (model, extractor) so far
             model.load_state_dict(best.model_state)
             if extractor is not None and best.extractor_state is not None:
@@ -193,6 +211,7 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
         fresh = extractor is None or dm.reinit_extractor
         if fresh:
             extractor = method.build_extractor(context, round_index)
+            extractor_round = round_index
         method.extractor = extractor
         decay = dm.round_lr_decay ** (round_index - 1)
         ext = train_extractor_phase(context, method, extractor, round_index, dm.lr_extractor * decay, shuffler,
@@ -208,6 +227,13 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
                               l_phi=ext.get("l_phi"), kl=ext.get("kl"), l0=ext.get("l0"),
                               alpha=float(extractor.alpha.detach()), best_dev=best.dev))
         context.step_log(history[-1])
+        if context.checkpoint is not None and round_index < rounds and context.checkpoint.due():
+            context.checkpoint.save({
+                "history": history, "warm": _fields(warm), "best": _fields(best), "epochs_done": epochs_done,
+                "next_round": round_index + 1, "seconds": seconds_before + time.perf_counter() - start,
+                "model": model.state_dict(), "extractor": extractor.state_dict(), "extractor_round": extractor_round,
+                "shuffler": shuffler.get_state(), "noise": noise.get_state(), "rng": capture_rng(),
+            })
 
     model.load_state_dict(best.model_state)
     if extractor is not None and best.extractor_state is not None:
@@ -217,4 +243,5 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
         test = warm.test  # the warm-up model was scored by fit() already
     else:
         test = evaluate(model, context.test, context.task, device, config.eval_batch_size)
-    return SeedResult(context.seed, best.dev, test, best.epoch, epochs_done, time.perf_counter() - start, history)
+    seconds = seconds_before + time.perf_counter() - start
+    return SeedResult(context.seed, best.dev, test, best.epoch, epochs_done, seconds, history)
