@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,13 +61,18 @@ def test_warmup_gate_fractional_integer_and_task_trained():
     assert WarmupGate(0, 5).active(0)
 
 
-def test_runner_resumes_finished_seeds(tmp_path, tiny_tokenizer, monkeypatch):
+def offline_runner(monkeypatch, tokenizer) -> None:
+    """The runner on the toy task and a tiny encoder, with no data directory or model hub."""
     monkeypatch.setattr(runner, "load_task_for", lambda spec: toy_task())
-    monkeypatch.setattr(runner, "load_tokenizer", lambda name: tiny_tokenizer)
+    monkeypatch.setattr(runner, "load_tokenizer", lambda name: tokenizer)
     monkeypatch.setattr(
-        runner, "build_model", lambda name, kind, n, pooling, attn: TaskModel(make_tiny_encoder(len(tiny_tokenizer)), kind, n)
+        runner, "build_model", lambda name, kind, n, pooling, attn: TaskModel(make_tiny_encoder(len(tokenizer)), kind, n)
     )
     monkeypatch.setattr(runner, "select_train_indices", lambda task, shot, size, seed: list(range(len(task.train))))
+
+
+def test_runner_resumes_finished_seeds(tmp_path, tiny_tokenizer, monkeypatch):
+    offline_runner(monkeypatch, tiny_tokenizer)
     spec = runner.RunSpec(task="toy", seeds=[1, 2], output_dir=str(tmp_path),
                           config=TrainConfig(lr=1e-3, batch_size=4, max_epochs=2, patience=1))
     first = runner.run_experiment(spec, progress=False)
@@ -107,11 +113,9 @@ def test_a_seed_cut_off_mid_training_resumes_from_its_checkpoint_with_the_same_n
     from uimer.training.checkpoint import SeedCheckpoint
 
     def context(**extra):
-        ctx = make_context(tiny_tokenizer, seed=5, method=method, max_epochs=5, warmup_epochs=warmup)
-        ctx.method = create_method(method, options)
+        ctx = replace(make_context(tiny_tokenizer, seed=5, method=method, max_epochs=5, warmup_epochs=warmup),
+                      method=create_method(method, options), **extra)
         ctx.method.prepare(ctx)
-        for key, value in extra.items():
-            setattr(ctx, key, value)
         return ctx
 
     whole = fit(context())
@@ -137,27 +141,16 @@ def test_a_checkpoint_of_another_run_is_ignored(tmp_path, tiny_tokenizer):
         fit(ctx)
     other = SeedCheckpoint(path, "new-config/seed5", every_seconds=0)
     assert other.load() is None
-    result = fit(_with(make_context(tiny_tokenizer, seed=5, max_epochs=4), checkpoint=other))
+    result = fit(replace(make_context(tiny_tokenizer, seed=5, max_epochs=4), checkpoint=other))
     assert other.resumed is None and result.epochs_run >= 1
     path.write_bytes(b"not a checkpoint")
     assert SeedCheckpoint(path, "old-config/seed5").load() is None  # a damaged file costs only the time it saved
 
 
-def _with(ctx: TrainingContext, **fields) -> TrainingContext:
-    for key, value in fields.items():
-        setattr(ctx, key, value)
-    return ctx
-
-
 def test_runner_resumes_a_cut_off_seed_and_continues_its_step_log(tmp_path, tiny_tokenizer, monkeypatch):
     from uimer.training import checkpoint as checkpoint_module
 
-    monkeypatch.setattr(runner, "load_task_for", lambda spec: toy_task())
-    monkeypatch.setattr(runner, "load_tokenizer", lambda name: tiny_tokenizer)
-    monkeypatch.setattr(
-        runner, "build_model", lambda name, kind, n, pooling, attn: TaskModel(make_tiny_encoder(len(tiny_tokenizer)), kind, n)
-    )
-    monkeypatch.setattr(runner, "select_train_indices", lambda task, shot, size, seed: list(range(len(task.train))))
+    offline_runner(monkeypatch, tiny_tokenizer)
     monkeypatch.setattr(checkpoint_module, "DEFAULT_EVERY_SECONDS", 0.0)
     config = TrainConfig(lr=1e-3, batch_size=4, max_epochs=4, patience=10)
     whole = runner.run_experiment(runner.RunSpec(task="toy", seeds=[1], output_dir=str(tmp_path / "a"), config=config),

@@ -10,16 +10,20 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_bytes_atomic(path: Path, data: bytes, suffix: str = ".tmp") -> None:
+@contextlib.contextmanager
+def open_atomic(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A binary handle whose content replaces `path` only when the block ends without an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -27,6 +31,11 @@ def write_bytes_atomic(path: Path, data: bytes, suffix: str = ".tmp") -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes, suffix: str = ".tmp") -> None:
+    with open_atomic(path, suffix) as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

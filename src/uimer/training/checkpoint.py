@@ -15,12 +15,13 @@ import contextlib
 import logging
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from uimer.atomic import open_atomic
 
 log = logging.getLogger("uimer.checkpoint")
 
@@ -105,22 +106,12 @@ class SeedCheckpoint:
 
     def save(self, state: dict) -> None:
         """Write atomically (temporary file in the same folder, fsync, rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.log_handle is not None:
             self.log_handle.flush()
             os.fsync(self.log_handle.fileno())
         payload = {"schema": SCHEMA, "key": self.key, "log_lines": self.log_lines, **state}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with open_atomic(self.path) as handle:
+            torch.save(payload, handle)
         self._last_save = time.monotonic()
 
     def clear(self) -> None:
