@@ -314,18 +314,17 @@ def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -
     device = resolve_device(spec.config.device)
     spec.config = dataclasses.replace(spec.config, device=str(device))
     encoded = _encoded_task(spec)
-    on_epoch = on_epoch or (lambda record: None)
-    checkpoint = None
-    if payload.get("checkpoint"):
-        checkpoint = SeedCheckpoint(Path(payload["checkpoint"]), f"{payload['meta']['fingerprint']}/seed{payload['seed']}")
-        steps_path = partial_steps_path(checkpoint.path)
-        result = run_seed(spec, encoded, payload["seed"], device, on_epoch, steps_path, checkpoint)
+    with contextlib.ExitStack() as stack:
+        checkpoint = None
+        if payload.get("checkpoint"):
+            checkpoint = SeedCheckpoint.for_run(Path(payload["checkpoint"]), payload["meta"]["fingerprint"],
+                                                payload["seed"])
+            steps_path = partial_steps_path(checkpoint.path)
+        else:
+            steps_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uimer-run-"))) / "steps.jsonl"
+        result = run_seed(spec, encoded, payload["seed"], device, on_epoch or (lambda record: None), steps_path,
+                          checkpoint)
         steps = steps_path.read_text() if steps_path.exists() else ""
-    else:
-        with tempfile.TemporaryDirectory(prefix="uimer-run-") as tmp:
-            steps_path = Path(tmp) / "steps.jsonl"
-            result = run_seed(spec, encoded, payload["seed"], device, on_epoch, steps_path)
-            steps = steps_path.read_text() if steps_path.exists() else ""
     resumed = checkpoint.resumed if checkpoint is not None else None
     earlier = resumed["seconds"] if resumed else 0.0  # the cut-off part's training time (its set-up is not known)
     record = {

@@ -73,6 +73,11 @@ class SeedCheckpoint:
         self._loaded: dict | None = None
         self.resumed: dict | None = None  # where a training loop resumed ("epoch 3", "round 2") and the seconds before
 
+    @classmethod
+    def for_run(cls, path: Path, fingerprint: str, seed: int) -> SeedCheckpoint:
+        """The checkpoint of one seed of one configuration (the key a stored state must carry)."""
+        return cls(path, f"{fingerprint}/seed{seed}")
+
     def load(self) -> dict | None:
         """The stored state for this key, or None (no file, another key, or an unreadable file); read once."""
         if self._loaded is None:

@@ -221,7 +221,7 @@ def run_experiment(spec: RunSpec, progress: bool = True) -> dict:
                         bar.skip(seed, stored)
                         continue
                 bar.start_seed(seed)
-                checkpoint = SeedCheckpoint(out / "checkpoints" / f"seed{seed}.pt", f"{fingerprint}/seed{seed}")
+                checkpoint = SeedCheckpoint.for_run(out / "checkpoints" / f"seed{seed}.pt", fingerprint, seed)
                 result = run_seed(spec, encoded, seed, device, bar.epoch_done, out / "logs" / f"seed{seed}-steps.jsonl",
                                   checkpoint)
                 stored = {**asdict(result), "fingerprint": fingerprint}
