@@ -44,3 +44,25 @@ def test_degenerate_inputs():
     assert single.low is None and not single.significant
     assert format_delta(single) == "+2.00 1–0"
     assert format_delta(None) == "—"
+
+
+def _summary(method: str, tests: dict[int, float]) -> dict:
+    return {"task": "snips-intent", "setting": "1-shot", "method": method, "encoder": "minilm",
+            "per_seed": [{"seed": s, "test": t} for s, t in tests.items()], "test_mean": 0.5, "test_std": 0.1}
+
+
+def test_train_table_shows_the_paired_delta_against_the_baseline():
+    from rich.console import Console
+
+    from uimer.experiments.tables import paired_against_baseline, results_markdown, results_table
+
+    base = _summary("baseline", {55: 0.60, 1988: 0.70, 42: 0.80})
+    im = _summary("im-mask", {55: 0.62, 1988: 0.72, 42: 0.81})
+    delta = paired_against_baseline(im, [base, im])
+    assert delta.deltas == pytest.approx([1.0, 2.0, 2.0]) and delta.significant_gain
+    assert paired_against_baseline(base, [base, im]) is None
+    console = Console(width=200, record=True)
+    console.print(results_table([base, im]))
+    out = console.export_text()
+    assert "Δ vs baseline" in out and "+1.67 [+0.23, +3.10] 3–0 †" in out
+    assert "+1.67 [+0.23, +3.10] 3–0 †" in results_markdown([base, im])

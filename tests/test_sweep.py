@@ -382,8 +382,10 @@ def test_dry_run_lists_runs_with_estimates(tmp_path, tiny_tokenizer, capsys):
 
 
 # -- the report ------------------------------------------------------------------------------------------------
-def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], expected_seeds: int = 4) -> None:
-    """Plan + run files: tests[(variant, method, column)] = test scores (fractions) of seeds 1..n."""
+def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], expected_seeds: int = 4,
+               devs: dict[tuple[str, str, str], list[float]] | None = None) -> None:
+    """Plan + run files: tests[(variant, method, column)] = test scores (fractions) of seeds 1..n; dev scores
+    from `devs` (default: dev = test, so the dev-chosen variant is also the test-best one)."""
     families = {"baseline": "baseline", "gb-huang-base": "gb", "im-uniform": "im", "dm-multi-round": "dm"}
     task_of = {"intent": ("snips-intent", "shot"), "nli": ("esnli", "train")}
     plan = []
@@ -401,7 +403,8 @@ def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], ex
             if seed > len(scores):
                 continue
             history = [{"round": r, "phase": "round", "dev": 0.5 + r / 100, "test": 0.4 + r / 100} for r in range(3)]
-            record = {**meta, "dev": 0.5, "test": scores[seed - 1], "best_epoch": 1, "epochs_run": 3,
+            dev = (devs or {}).get((variant, method, column), scores)[seed - 1]
+            record = {**meta, "dev": dev, "test": scores[seed - 1], "best_epoch": 1, "epochs_run": 3,
                       "seconds": 10.0 * seed, "wall_seconds": 12.0 * seed,
                       "history": history if method == "dm-multi-round" else [],
                       "spec": {"dev_size": 1000 if task == "esnli" else None,
@@ -461,17 +464,20 @@ def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
     assert "76.00 ± 1.41 (2/4) [75.79 ± 4.94]" in text
     assert "- intent-1 × im-uniform-warm: 2/4 seeds; missing seeds 3, 4; failed: seed 3 (RuntimeError: boom); " \
            "stale (config changed): seeds 4" in text
-    # Targets: intent-1 GB best 61.0 < 63.0, IM best 76.0 (+13 vs half the paper's +10.08), DM 69 >= 63.
+    # Targets: variants chosen by dev (= test here); paired deltas with the 95 % t-interval over 4 seeds.
     intent_line = next(line for line in text.splitlines() if line.startswith("- **intent-1**"))
-    assert "UIMER-GB best gb-huang-base 61.00 (-2.00) ❌" in intent_line
-    # im-uniform-warm (76.00) has 2 of 4 seeds: not comparable, so im-uniform (73.00) is the IM best.
-    assert "UIMER-IM best im-uniform 73.00 (+10.00) ✅" in intent_line
-    assert "UIMER-DM best dm-multi-round 69.00 (+6.00) ✅" in intent_line
-    assert "best UIMER im-uniform +10.00 vs required +5.04" in intent_line
+    assert "UIMER-GB gb-huang-base (dev 61.00) test 61.00, Δ -2.00 [-4.25, +0.25] 0–3–1 ❌" in intent_line
+    # im-uniform-warm (76.00) has 2 of 4 seeds: not comparable, so im-uniform (73.00) is the IM choice.
+    assert "UIMER-IM im-uniform (dev 73.00) test 73.00, Δ +10.00 [+10.00, +10.00] 4–0 † ✅" in intent_line
+    assert "UIMER-DM dm-multi-round (dev 69.00) test 69.00, Δ +6.00" in intent_line
+    assert "best UIMER by dev: im-uniform; its gain +10.00 vs required +5.04" in intent_line
     assert "(incomplete cells, not compared: im-uniform-warm)" in intent_line
     nli_line = next(line for line in text.splitlines() if line.startswith("- **nli-100**"))
-    assert "UIMER-IM best im-uniform 50.00 (-3.00) ❌" in nli_line and "UIMER-GB: no complete cell" in nli_line
-    assert "margin target met in 1/2 columns" in text
+    assert "UIMER-IM im-uniform (dev 50.00) test 50.00, Δ -3.00 [-7.11, +1.11] 0–3–1 ❌" in nli_line
+    assert "UIMER-GB: no complete cell" in nli_line
+    assert "margin target (significant and ≥ half the paper's margin) met in 1/2 columns" in text
+    assert "dev-chosen best UIMER with a significant gain in 1/2 columns" in text
+    assert "| im-uniform | +10.00 [+10.00, +10.00] 4–0 † ◆ ★ | -3.00 [-7.11, +1.11] 0–3–1 ◆ ★ |" in text
     assert "Model selection in nli-100 used a seeded, label-stratified subset of 1000 dev examples" in text
     # Cost per method: sum and mean of per-run seconds (12 s x seed).
     assert "| baseline | 8 | 4.0 min | 30 | 25 | 1.00 |" in text
@@ -483,6 +489,31 @@ def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
     assert "![L_int with and without warm-up, intent-1 (paper Fig. 3)](fig3-lint-intent-1.png)" in text
     _, moved = write_report(results, output=tmp_path / "docs" / "REPORT.md")
     assert "(../results/fig4-rounds-intent-1.png)" in moved
+
+
+def test_report_chooses_variants_on_dev_not_test(tmp_path):
+    """The test-best variant loses the choice to the dev-best one; its own delta is still listed."""
+    results = tmp_path / "results"
+    _fabricate(results, {
+        ("baseline", "baseline", "intent-1"): [0.60, 0.62, 0.64, 0.66],
+        ("im-uniform", "im-uniform", "intent-1"): [0.70, 0.72, 0.74, 0.76],  # test-best, dev-worse
+        ("im-uniform-warm", "im-uniform", "intent-1"): [0.61, 0.64, 0.65, 0.66],
+        ("gb-huang-base", "gb-huang-base", "intent-1"): [0.61, 0.63, 0.65, 0.67],
+    }, devs={
+        ("im-uniform", "im-uniform", "intent-1"): [0.50, 0.50, 0.50, 0.50],
+        ("im-uniform-warm", "im-uniform", "intent-1"): [0.90, 0.90, 0.90, 0.90],
+        ("gb-huang-base", "gb-huang-base", "intent-1"): [0.80, 0.80, 0.80, 0.80],
+    })
+    view = load_view(results)
+    assert view.dev_choice("intent-1", ("im",)) == "im-uniform-warm"
+    assert view.dev_choice("intent-1", ("gb", "im", "dm")) == "im-uniform-warm"
+    text = write_report(results, figures=False)[1]
+    line = next(line for line in text.splitlines() if line.startswith("- **intent-1**"))
+    assert "UIMER-IM im-uniform-warm (dev 90.00) test 64.00, Δ +1.00 [-0.30, +2.30] 3–0–1 ❌" in line
+    assert "best UIMER by dev: im-uniform-warm" in line
+    # gb-huang-base: +1 on every seed, a significant gain with a zero-width interval.
+    assert "UIMER-GB gb-huang-base (dev 80.00) test 64.00, Δ +1.00 [+1.00, +1.00] 4–0 † ✅" in line
+    assert "| im-uniform | +10.00 [+10.00, +10.00] 4–0 † |" in text  # listed, but neither ◆ nor ★
 
 
 def test_report_checks_the_grid_time_budget(tmp_path, tiny_tokenizer):
