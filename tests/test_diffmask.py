@@ -89,14 +89,28 @@ def test_margin_loss_hand_computed():
     ], dtype=torch.float)
     # example 1: min(0.8/0.5 - 1, 0)^2 + min(0.4/0.5 - 1, 0)^2 = 0 + 0.2^2 = 0.04
     # example 2: min(0.1/0.4 - 1, 0)^2 = 0.75^2 = 0.5625
-    # mean over the 2 examples with rationales: (0.04 + 0.5625) / 2 = 0.30125
+    # summed over the batch, as the reference (the paper's alphas were tuned on the sum): 0.04 + 0.5625
     loss = dm_margin_loss(scores, rationale, real)
-    assert loss.item() == pytest.approx(0.30125, abs=1e-6)
+    assert loss.item() == pytest.approx(0.6025, abs=1e-6)  # the old mean over rationale examples gave 0.30125
     # were [CLS] (0.95) counted as a non-rationale, example 1 would give (0.8/0.95-1)^2 + (0.4/0.95-1)^2 instead
     assert dm_margin_loss(scores, torch.zeros_like(rationale), real).item() == 0.0
     # an all-rationale example has nothing to rank against and contributes 0 (but counts as having rationales)
     all_r = dm_margin_loss(scores[1:2], real[1:2].float(), real[1:2])
     assert all_r.item() == 0.0
+
+
+def test_margin_loss_is_a_batch_sum_that_grows_with_the_batch():
+    """Issue 29 fix 1: repeating a batch doubles L_int (a mean would leave it unchanged)."""
+    scores = torch.tensor([[0.0, 0.1, 0.4, 0.2, 0.0]])
+    real = torch.tensor([[0, 1, 1, 1, 0]], dtype=torch.bool)
+    rationale = torch.tensor([[0, 1, 0, 0, 0]], dtype=torch.float)
+    one = dm_margin_loss(scores, rationale, real)
+    two = dm_margin_loss(scores.repeat(2, 1), rationale.repeat(2, 1), real.repeat(2, 1))
+    assert one.item() == pytest.approx(0.75**2) and two.item() == pytest.approx(2 * one.item())
+    # examples without rationales add nothing and do not dilute it
+    padded = dm_margin_loss(torch.cat([scores, scores]), torch.cat([rationale, torch.zeros_like(rationale)]),
+                            real.repeat(2, 1))
+    assert padded.item() == pytest.approx(one.item())
 
 
 def test_margin_loss_gradient_pushes_rationale_up_and_max_down():

@@ -55,7 +55,11 @@ Design decisions (vs. the reference, digest §6 and §9 items 1-3, 9-12, 20):
   ranges (zero gradient there: a rationale gate stuck at 0 gives loss 1 and no signal). Both are monotone
   in the logits, so the extractor's ranking is the same. Neither uses the sampled gates (bug §9.12).
 - Eq. 7: per example sum_{t in R} min(a_t / M - 1, 0)^2 with M = max over *real* non-rationale pieces
-  (floored at 1e-6), averaged over examples with rationales (an all-rationale example contributes 0).
+  (floored at 1e-6), *summed* over the batch (an all-rationale example contributes 0). The sum is the
+  reference's reduction (digest §6.4), and the paper's DM alphas (Tables 6-8) were tuned on it: an average
+  over the examples with rationales made our L_int about B * coverage (16-24x at B = 24) weaker than those
+  alphas assume (issue 29: slot-1's model phase started at L_task 0.76 against alpha * L_int 0.75). So the
+  published alphas mean what they meant, and L_int, like the reference's, grows with the batch size.
 - The model-phase L_int reads the hidden states from a separate forward with dropout off (the extractor was
   trained on the dropout-free model, so its scores interpret that model), while L_task uses the usual
   training forward with dropout on (the reference had dropout off everywhere, bug §9.11). The gradient of
@@ -149,12 +153,11 @@ def gate_scores(gate_logits: torch.Tensor, mode: str = "keep-prob") -> torch.Ten
 def dm_margin_loss(
     scores: torch.Tensor, rationale: torch.Tensor, real_mask: torch.Tensor, floor: float = MAX_FLOOR
 ) -> torch.Tensor:
-    """L_int of Eq. 7 averaged over examples with rationales; the maximum is over real non-rationale pieces."""
+    """L_int of Eq. 7 summed over the batch, as the reference (the paper's alphas assume the sum); the maximum
+    is over real non-rationale pieces."""
     is_rationale = (rationale > 0) & real_mask
     non_rationale = real_mask & ~is_rationale
-    has_rationale = is_rationale.any(1)
-    count = has_rationale.sum()
-    if int(count) == 0:
+    if not bool(is_rationale.any()):
         return zero_loss(scores)
     has_non = non_rationale.any(1, keepdim=True)
     top = scores.masked_fill(~non_rationale, -math.inf).amax(1, keepdim=True)
@@ -162,7 +165,7 @@ def dm_margin_loss(
     terms = ((scores / top - 1).clamp(max=0.0) ** 2 * is_rationale.to(scores.dtype)).sum(1)
     # Without any non-rationale piece there is nothing to rank against: the example contributes 0.
     terms = terms * has_non.squeeze(1).to(scores.dtype)
-    return terms.sum() / count.to(scores.dtype)
+    return terms.sum()
 
 
 # -- the extractor --------------------------------------------------------------------------------------
