@@ -149,8 +149,8 @@ def _context(tokenizer, kind=TaskKind.CLASSIFICATION, method="dm-one-pass", seed
     task = _task(kind)
     torch.manual_seed(seed)
     model = TaskModel(make_tiny_encoder(len(tokenizer), seed), kind, len(task.labels))
-    cfg = TrainConfig(batch_size=4, max_epochs=2, patience=1, lr=1e-3, eval_batch_size=16,
-                      method_options=dict(options or {}), **config)
+    config = {"batch_size": 4, "max_epochs": 2, "patience": 1, "lr": 1e-3, "eval_batch_size": 16, **config}
+    cfg = TrainConfig(method_options=dict(options or {}), **config)
     dm = create_method(method, cfg.method_options)
     context = TrainingContext(
         model=model, task=task, train=encode_examples(task.train, tokenizer, kind),
@@ -409,6 +409,40 @@ def test_schedule_is_deterministic(tiny_tokenizer):
     assert results[0].history == results[1].history and results[0].test == results[1].test
 
 
+def test_warm_up_uses_the_baselines_settings_and_the_rounds_the_rows(tiny_tokenizer):
+    """Issue 29 fix 3: the warm-up trains at --dm-warmup-lr (the baseline's) for its own max epochs; the
+    rounds keep the row's lr. Before, the warm-up ran at the row's lr (slot-10 multi-round: 1e-5, dev 0)."""
+    options = {"rounds": 1, "extractor_epochs": 1, "dm_warmup_lr": 5e-3, "dm_warmup_max_epochs": 3,
+               "dm_warmup_patience": 5}
+    context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0, lr=1e-5)
+    logged: list[dict] = []
+    context.step_log = logged.append
+    result = dm.run_schedule(context)
+    warm = [e for e in logged if e.get("phase") == "warmup" and "lr" in e]
+    model = [e for e in logged if e.get("phase") == "model" and "lr" in e]
+    assert warm and model
+    assert max(e["lr"] for e in warm) == pytest.approx(5e-3, rel=0.5)  # linear decay from 5e-3
+    assert max(e["lr"] for e in model) <= 1e-5
+    assert len([h for h in result.history if h["phase"] == "warmup"]) == 3  # its own max epochs (row: 2)
+    assert dm.dm.warmup_overrides() == {"lr": 5e-3, "max_epochs": 3, "patience": 5}
+    assert DMOptions.from_options({}).warmup_overrides() == {}  # without the options: the row's settings
+
+
+def test_grid_dm_cells_warm_up_with_the_baseline_cell(tmp_path):
+    """The paper grid fills --dm-warmup-* from the baseline where the DM row differs (issue 29 fix 3)."""
+    from uimer.experiments.config import load_grid
+
+    grid = load_grid("paper")
+    slot10 = grid.cell("dm-multi-round", "slot-10").fields
+    assert slot10["train"]["lr"] == 1e-5 and slot10["options"]["dm_warmup_lr"] == 1e-4
+    nli = grid.cell("dm-one-pass", "nli-500").fields["options"]
+    assert (nli["dm_warmup_lr"], nli["dm_warmup_max_epochs"], nli["dm_warmup_patience"]) == (1e-4, 50, 5)
+    assert nli.get("dm_warmup_batch_size") is None  # 16 = 16
+    same = grid.cell("dm-one-pass", "intent-1").fields["options"]
+    assert not any(k.startswith("dm_warmup") for k in same)  # nothing differs: options (and fingerprint) unchanged
+    assert not any(k.startswith("dm_warmup") for k in grid.cell("im-mask", "slot-10").fields["options"])
+
+
 # -- registry, options, benchmark hook ------------------------------------------------------------------
 def test_registry_and_options():
     assert METHODS["dm-one-pass"].family == "dm" and METHODS["dm-multi-round"].family == "dm"
@@ -435,11 +469,13 @@ def test_cli_flags_reach_options():
         "train", "--task", "snips-slot", "--method", "dm-multi-round", "--dm-gate", "hidden", "--rounds", "4",
         "--extractor-epochs", "3", "--model-epochs-per-round", "1", "--lr-extractor", "5e-4",
         "--round-lr-decay", "0.99", "--reinit-extractor", "--dm-eps", "0.2", "--dm-hidden-layer", "1",
+        "--dm-warmup-lr", "1e-4", "--dm-warmup-patience", "7",
     ])
     options = {dest: getattr(args, dest) for dest in args.method_dests}
     dm = DMOptions.from_options(options)
     assert (dm.gate, dm.rounds, dm.extractor_epochs, dm.model_epochs_per_round) == ("hidden", 4, 3, 1)
     assert (dm.lr_extractor, dm.round_lr_decay, dm.reinit_extractor, dm.eps, dm.hidden_layer) == (5e-4, 0.99, True, 0.2, 1)
+    assert dm.warmup_overrides() == {"lr": 1e-4, "patience": 7}
 
 
 def test_benchmark_steps_run_one_step_each(tiny_tokenizer):

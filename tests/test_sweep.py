@@ -101,7 +101,9 @@ def test_paper_grid_cells_carry_table_hyperparameters():
     assert cell.fields["encoder"] == "bert-base-uncased" and cell.fields["max_length"] == 50
     multi = grid.cell("dm-multi-round", "slot-10").fields
     assert multi["train"]["lr"] == 1e-5 and multi["train"]["max_epochs"] == 70  # warm-up: the setting's epochs
-    assert multi["options"] == {"lr_extractor": 1e-4, "model_epochs_per_round": 10, "rounds": 10}
+    # the warm-up runs at the baseline's lr (issue 29), the rounds at the row's
+    assert multi["options"] == {"lr_extractor": 1e-4, "model_epochs_per_round": 10, "rounds": 10,
+                                "dm_warmup_lr": 1e-4}
     assert grid.cell("im-mlm-warm", "slot-3").fields["train"]["warmup_epochs"] == "task"
     assert grid.cell("im-mask-warm", "nli-100").fields["train"]["warmup_epochs"] == 0.1
     assert grid.cell("im-prior", "nli-500").fields["train"]["batch_size"] == 8
@@ -130,7 +132,7 @@ def test_lowresource_grid_is_the_issue_grid():
     assert grid.cell("dm-multi-round", "slot-10").fields["options"]["dm_no_test_curve"] is False
     assert grid.cell("dm-multi-round", "nli-100").fields["options"] == {
         "lr_extractor": 1e-3, "model_epochs_per_round": 30, "rounds": 10, "dm_no_test_curve": True,
-        "dm_gate": "hidden"}
+        "dm_gate": "hidden", "dm_warmup_batch_size": 32}  # the baseline's batch size for the warm-up
     assert all(c.fields["options"]["dm_gate"] == "hidden" for c in grid.cells(only_methods=["dm-one-pass"]))
     assert grid.cell("im-mlm-warm", "nli-100").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
     assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"

@@ -480,6 +480,11 @@ class DMOptions:
     hidden_layer: int | None = None
     score: str = "keep-prob"
     test_curve: bool = True
+    # The warm-up (phase 1) is the baseline's task model: its own training settings, None = the row's.
+    warmup_lr: float | None = None
+    warmup_batch_size: int | None = None
+    warmup_max_epochs: int | None = None
+    warmup_patience: int | None = None
 
     @classmethod
     def from_options(cls, options: dict) -> DMOptions:
@@ -504,6 +509,13 @@ class DMOptions:
             hidden_layer=None if options.get("dm_hidden_layer") is None else int(options["dm_hidden_layer"]),
             score=str(pick("dm_score", d.score)),
             test_curve=not bool(pick("dm_no_test_curve", False)),
+            warmup_lr=None if options.get("dm_warmup_lr") is None else float(options["dm_warmup_lr"]),
+            warmup_batch_size=None if options.get("dm_warmup_batch_size") is None
+            else int(options["dm_warmup_batch_size"]),
+            warmup_max_epochs=None if options.get("dm_warmup_max_epochs") is None
+            else int(options["dm_warmup_max_epochs"]),
+            warmup_patience=None if options.get("dm_warmup_patience") is None
+            else int(options["dm_warmup_patience"]),
         )
         if opts.gate not in GATES:
             raise ConfigError(f"--dm-gate must be one of {', '.join(GATES)}, not {opts.gate!r}")
@@ -514,7 +526,19 @@ class DMOptions:
                               "--extractor-min-steps >= 0")
         if opts.lr_extractor <= 0 or opts.lr_alpha <= 0 or opts.round_lr_decay <= 0:
             raise ConfigError("--lr-extractor, --dm-lr-alpha and --round-lr-decay must be > 0")
+        for flag, value in (("--dm-warmup-lr", opts.warmup_lr), ("--dm-warmup-batch-size", opts.warmup_batch_size),
+                            ("--dm-warmup-max-epochs", opts.warmup_max_epochs)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{flag} must be > 0")
+        if opts.warmup_patience is not None and opts.warmup_patience < 0:
+            raise ConfigError("--dm-warmup-patience must be >= 0")
         return opts
+
+    def warmup_overrides(self) -> dict:
+        """TrainConfig fields the warm-up takes from the baseline instead of the DM row."""
+        pairs = (("lr", self.warmup_lr), ("batch_size", self.warmup_batch_size),
+                 ("max_epochs", self.warmup_max_epochs), ("patience", self.warmup_patience))
+        return {name: value for name, value in pairs if value is not None}
 
 
 @register_cli_options("DiffMask extractor (dm-*)")
@@ -539,6 +563,14 @@ def _dm_cli(group) -> None:
                        help="scores for L_int/attribution: P(piece kept) (smooth) or the clamped test-time gate")
     group.add_argument("--dm-no-test-curve", action="store_true",
                        help="skip the per-round test evaluation (Fig. 4 curve); test is still scored at the end")
+    group.add_argument("--dm-warmup-lr", type=float, default=None,
+                       help="LR of the warm-up task model (default: --lr; grids set the baseline's)")
+    group.add_argument("--dm-warmup-batch-size", type=int, default=None,
+                       help="batch size of the warm-up (default: --batch-size; grids set the baseline's)")
+    group.add_argument("--dm-warmup-max-epochs", type=int, default=None,
+                       help="max epochs of the warm-up (default: --max-epochs; grids set the baseline's)")
+    group.add_argument("--dm-warmup-patience", type=int, default=None,
+                       help="early-stopping patience of the warm-up (default: --patience; grids set the baseline's)")
 
 
 class DiffMaskMethod(InterpretationMethod):
