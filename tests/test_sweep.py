@@ -105,7 +105,7 @@ def test_paper_grid_cells_carry_table_hyperparameters():
     assert multi["options"] == {"lr_extractor": 1e-4, "model_epochs_per_round": 10, "rounds": 10,
                                 "dm_warmup_lr": 1e-4}
     assert grid.cell("im-mlm-warm", "slot-3").fields["train"]["warmup_epochs"] == "task"
-    assert grid.cell("im-mask-warm", "nli-100").fields["train"]["warmup_epochs"] == 0.1
+    assert grid.cell("im-mask-warm", "nli-100").fields["train"]["warmup_epochs"] == "0.1*"
     assert grid.cell("im-prior", "nli-500").fields["train"]["batch_size"] == 8
     assert grid.cell("baseline", "intent-full").fields["seeds"] == [55]
     assert grid.cell("gb-ghaeini", "nli-100").fields["train"] == {"batch_size": 32, "alpha": 1.0, "warmup_epochs": 0.0,
@@ -203,7 +203,7 @@ def test_companion_grids_load():
     ({"settings": {"s": {"shot": 1}}}, "settings.s.task: missing"),
     ({"settings": {"s": {"task": "snips"}}}, "settings.s.task: 'snips' is not one of"),
     ({"defaults": {"train": {"max_epochs": 2.5}}}, "defaults.train.max_epochs: expected int"),
-    ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be >= 0"),
+    ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be epochs >= 0"),
     ({"defaults": {"resources": {"gpus": 1}}}, "defaults.resources.gpus: unknown resource"),
     ({"methods": {"baseline": {"paper": "nope"}}}, "methods.baseline.paper: 'nope' is not in paper_results.yaml"),
     ({"colour": "blue"}, "colour: unknown top-level key"),

@@ -281,12 +281,17 @@ def _check_train(train: Any, key: str, where: _Where) -> dict:
             raise where.error(f"{key}.{name}", f"unknown training field (known: {', '.join(TRAIN_KEYS)})")
         kind = kinds[name]
         if name == "warmup_epochs":
-            if value in ("task", "task-trained"):
-                checked[name] = "task"
-                continue
-            value = _coerce(value, float, f"{key}.{name}", where)
-            if value < 0:
-                raise where.error(f"{key}.{name}", "must be >= 0 (or 'task')")
+            from uimer.training.trainer import parse_warmup
+
+            if isinstance(value, bool):
+                raise where.error(f"{key}.{name}", f"expected a number, got {value!r}")
+            try:
+                value = parse_warmup(value)
+            except (TypeError, ValueError):
+                raise where.error(f"{key}.{name}", f"must be epochs >= 0, 'F*' (a share of all batches, "
+                                  f"0 <= F <= 1) or 'task', got {value!r}") from None
+            checked[name] = value
+            continue
         elif kind in ("int", int):
             value = _coerce(value, int, f"{key}.{name}", where)
         elif kind in ("float", float):

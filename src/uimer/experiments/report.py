@@ -462,7 +462,7 @@ def budget_lines(results: Path, view: ResultsView) -> list[str]:
 # -- figures ---------------------------------------------------------------------------------------------
 def _warmup(record: dict) -> float | str:
     value = ((record.get("spec") or {}).get("config") or {}).get("warmup_epochs", 0)
-    return value if value == "task" else float(value or 0)
+    return value if isinstance(value, str) else float(value or 0)  # "task", "0.1*" or epochs
 
 
 def _read_steps(results: Path, record: dict) -> list[dict]:
