@@ -23,7 +23,7 @@ import yaml
 from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import column_name, load_grid, load_paper_results
 from uimer.experiments.report import load_view, write_report
-from uimer.experiments.sweep import plan_runs, sweep
+from uimer.experiments.sweep import plan_runs, read_step_log, sweep
 
 LOW_RESOURCE = ["intent-1", "intent-3", "intent-10", "slot-1", "slot-3", "slot-10", "nli-100", "nli-500"]
 IM_STRATEGIES = ["im-mask", "im-mlm", "im-prior", "im-uniform"]
@@ -282,7 +282,7 @@ def test_sweep_skips_done_reruns_stale_and_records_failures(tmp_path, tiny_token
     assert len(first.finished) == 4 and first.skipped == 0 and not first.failed
     stored = json.loads((results / "runs/jsonl/full/b2/seed2.json").read_text())
     assert stored["test"] == 0.02 and stored["variant"] == "b2" and stored["column"] == "jsonl-full"
-    assert (results / "runs/jsonl/full/b2/logs/seed2-steps.jsonl").read_text().count("\n") == 1
+    assert read_step_log(results / "runs/jsonl/full/b2/logs/seed2-steps.jsonl.gz").count("\n") == 1
     again = sweep(grid, results, seeds=[1, 2], progress=False, run_fn=_fake_run)
     assert again.skipped == 4 and not again.finished
 
@@ -350,7 +350,7 @@ def test_sequential_sweep_trains_tiny_models(tmp_path, tiny_tokenizer):
     assert record["method"] == "im-uniform" and record["family"] == "im" and record["epochs_run"] == 2
     assert 0.0 <= record["test"] <= 1.0 and record["spec"]["config"]["warmup_epochs"] == 1.0
     steps = [json.loads(line) for line in
-             (results / "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl").read_text().splitlines()]
+             read_step_log(results / "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl.gz").splitlines()]
     assert len(steps) == 2 * 3  # 24 examples / batch 8 = 3 steps, 2 epochs
     assert all(s["l_int"] is None for s in steps[:3]) and all(s["l_int"] is not None for s in steps[3:])
 
@@ -583,7 +583,7 @@ def test_ray_sweep_runs_two_tiny_runs(tmp_path, tiny_tokenizer, monkeypatch):
         record = json.loads((results / f"runs/jsonl/full/baseline/seed{seed}.json").read_text())
         assert record["seed"] == seed and record["epochs_run"] == 2 and 0.0 <= record["test"] <= 1.0
         assert record["threads"] == 1 and record["fingerprint"] == plan_runs(grid)[0].fingerprint
-        assert (results / f"runs/jsonl/full/baseline/logs/seed{seed}-steps.jsonl").read_text().count("\n") == 2 * 8
+        assert read_step_log(results / f"runs/jsonl/full/baseline/logs/seed{seed}-steps.jsonl.gz").count("\n") == 2 * 8
     # Same numbers as the same seed trained in this process (determinism across workers).
     local = sweep(grid, tmp_path / "local", seeds=[11], progress=False)
     assert local.finished
@@ -630,7 +630,7 @@ def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenize
     for relpath in expected:
         record = json.loads((results / relpath).read_text())
         assert record["epochs_run"] == 8 and len(record["history"]) == 8
-        steps = (results / Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl").read_text()
+        steps = read_step_log(results / Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl.gz")
         assert steps.count("\n") == 8 * 20  # whole logs only: 160 examples / batch 8 = 20 steps per epoch
 
 
@@ -728,6 +728,26 @@ def test_a_run_cut_off_mid_training_resumes_at_its_checkpoint(tmp_path, tiny_tok
     reference = json.loads((whole / "runs/jsonl/full/im-uniform/seed3.json").read_text())
     assert record["resumed_at"] == "epoch 2" and reference["resumed_at"] is None
     assert (record["test"], record["dev"], record["history"]) == (reference["test"], reference["dev"], reference["history"])
-    steps = "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl"
-    assert (results / steps).read_text() == (whole / steps).read_text()  # no step logged twice or lost
+    steps = "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl.gz"
+    assert (results / steps).read_bytes() == (whole / steps).read_bytes()  # no step logged twice or lost
+    assert read_step_log(results / steps).count("\n") > 0
     assert not checkpoint.exists() and not (checkpoint.parent / "seed3-steps.jsonl").exists()
+
+
+def test_step_logs_are_stored_compressed_and_read_in_either_form(tmp_path):
+    """Issue 29: step logs are kept as reproducible .jsonl.gz; readers accept old plain .jsonl files too."""
+    from uimer.experiments.sweep import write_step_log
+
+    text = "".join(json.dumps({"step": s, "l_task": 1.0 / (s + 1)}) + "\n" for s in range(500))
+    packed = tmp_path / "a" / "seed1-steps.jsonl.gz"
+    write_step_log(packed, text)
+    again = tmp_path / "b" / "seed1-steps.jsonl.gz"
+    write_step_log(again, text)
+    assert packed.read_bytes() == again.read_bytes()  # no time stamp: the same log, the same bytes
+    assert packed.stat().st_size < len(text) / 4
+    assert read_step_log(packed) == text == read_step_log(tmp_path / "a" / "seed1-steps.jsonl")
+    plain = tmp_path / "c" / "seed1-steps.jsonl"
+    plain.parent.mkdir()
+    plain.write_text(text)
+    assert read_step_log(plain) == text == read_step_log(tmp_path / "c" / "seed1-steps.jsonl.gz")
+    assert read_step_log(tmp_path / "missing.jsonl.gz") == ""

@@ -31,7 +31,7 @@ from pathlib import Path
 from uimer.errors import UimerError
 from uimer.experiments.config import load_paper_results
 from uimer.experiments.stats import PairedDelta, format_delta, paired_delta
-from uimer.experiments.sweep import FAILED, PLANS, RUNS, read_json, write_text_atomic
+from uimer.experiments.sweep import FAILED, PLANS, RUNS, read_json, read_step_log, write_text_atomic
 
 FAMILIES = ("gb", "im", "dm")
 FAMILY_NAMES = {"gb": "UIMER-GB", "im": "UIMER-IM", "dm": "UIMER-DM"}
@@ -466,11 +466,10 @@ def _warmup(record: dict) -> float | str:
 
 
 def _read_steps(results: Path, record: dict) -> list[dict]:
-    path = results / Path(record["_path"]).parent / "logs" / f"seed{record['seed']}-steps.jsonl"
-    if not path.exists():
-        return []
+    """The run's step log, stored compressed (`.jsonl.gz`) or, from older sweeps, as plain `.jsonl`."""
+    text = read_step_log(results / Path(record["_path"]).parent / "logs" / f"seed{record['seed']}-steps.jsonl")
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             out.append(json.loads(line))
         except ValueError:
