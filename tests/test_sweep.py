@@ -516,6 +516,9 @@ def test_report_chooses_variants_on_dev_not_test(tmp_path):
     # gb-huang-base: +1 on every seed, a significant gain with a zero-width interval.
     assert "UIMER-GB gb-huang-base (dev 80.00) test 64.00, Δ +1.00 [+1.00, +1.00] 4–0 † ✅" in line
     assert "| im-uniform | +10.00 [+10.00, +10.00] 4–0 † |" in text  # listed, but neither ◆ nor ★
+    (results / "NOTES.md").write_text("Calibration changed since these runs.\n")
+    text = write_report(results, figures=False)[1]
+    assert "## Notes on these runs (NOTES.md)\n\nCalibration changed since these runs." in text
 
 
 def test_report_checks_the_grid_time_budget(tmp_path, tiny_tokenizer):

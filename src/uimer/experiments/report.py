@@ -34,6 +34,7 @@ from uimer.experiments.stats import PairedDelta, format_delta, paired_delta
 from uimer.experiments.sweep import FAILED, PLANS, RUNS, read_json, read_step_log, write_text_atomic
 
 FAMILIES = ("gb", "im", "dm")
+NOTES = "NOTES.md"  # optional, in the results directory: included in the report after the targets
 FAMILY_NAMES = {"gb": "UIMER-GB", "im": "UIMER-IM", "dm": "UIMER-DM"}
 
 
@@ -608,6 +609,9 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
               "seed by seed (same seed = same few-shot subset): mean [95 % t-interval] wins–losses; † marks an "
               "interval that excludes 0. A gain counts only where its interval lies above 0.", "",
               *target_lines(view), *budget_lines(results, view)]
+    notes = Path(results) / NOTES
+    if notes.is_file():  # hand-written context for these runs (e.g. code changed since), shown verbatim
+        lines += ["", f"## Notes on these runs ({NOTES})", "", notes.read_text().strip()]
     lines += ["", "## Paired deltas against the baseline (test, %)", "",
               "Each cell: mean of (variant − baseline) over the seeds both have [95 % t-interval] wins–losses"
               "(–ties); † the interval excludes 0; ◆ the family's variant chosen by mean dev in this column; "

@@ -59,6 +59,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uimer.atomic import write_json_atomic as _write_json
+from uimer.atomic import write_text_atomic  # noqa: F401 - re-exported for the report
 from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import Cell, Grid, column_name
 from uimer.training.runner import RunSpec
