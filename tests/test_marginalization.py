@@ -123,7 +123,21 @@ def test_log_odds_keep_their_gradient_when_the_model_is_confident():
     p = torch.tensor([[0.2, 0.9]])
     lo = gold_log_odds(log_q, p.log(), (1 - p).log())
     m = 0.3 * 0.2 + 0.7 * 0.9
-    assert lo.item() == pytest.approx(lo_bits := math.log2(m / (1 - m)), abs=1e-5) and lo_bits > 0
+    assert lo.item() == pytest.approx(math.log2(m / (1 - m)), abs=1e-5)
+
+
+def test_confident_model_still_gets_an_im_gradient(tiny_tokenizer):
+    """Issue 29 fix 6 through the method: p = sigmoid(40) and sigmoid(20) both round to 1 in float32. The capped
+    log-odds made a_R = a_N, L_int = eps and its gradient 0; the exact ones see the 20-nat difference."""
+    split = split_of(tiny_tokenizer, [Example(words=["play", "music"], label=1, rationale=[1, 0])])
+    # x'_R = [MASK] music -> z = 40 theta; x'_N = play [MASK] -> z = 20 theta: the rationale matters *less*
+    model = EvidenceModel(tiny_tokenizer, {"play": 20.0, "music": 40.0, "[MASK]": 0.0})
+    method = im("im-mask", tiny_tokenizer, split, margin=1.0)
+    batch = split.collate([0])
+    loss = method.alignment_loss(model, batch, None, torch.zeros(()))
+    assert loss.item() == pytest.approx((40 - 20) / LN2 + 1.0, rel=1e-4)
+    (grad,) = torch.autograd.grad(loss, model.theta)
+    assert grad.item() == pytest.approx(20 / LN2, rel=1e-4)
 
 
 def test_task_model_complement_is_exact_where_softmax_saturates(tiny_tokenizer):
