@@ -27,6 +27,17 @@ def _seeds(values: list[str] | None, flag: str = "--seeds") -> list[int] | None:
     return seeds
 
 
+def _warmup(value: str) -> float | str:
+    import argparse
+
+    from uimer.training.trainer import parse_warmup
+
+    try:
+        return parse_warmup(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _names(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
@@ -79,6 +90,7 @@ def register(subparsers) -> None:
     r.add_argument("--output", metavar="FILE", default=None,
                    help="write the report here instead of DIR/REPORT.md (figures stay in DIR, linked relatively)")
     r.set_defaults(func=cmd_report)
+    register_tune(subparsers)
 
 
 def _dry_run(grid, runs, results: Path, args, console) -> int:
@@ -177,3 +189,136 @@ def cmd_report(args) -> int:
         print(text)
     print(f"written: {path}", file=sys.stderr)
     return 0
+
+
+# -- uimer tune ----------------------------------------------------------------------------------------------
+def register_tune(subparsers) -> None:
+    from uimer.experiments.config import TASK_CHOICES
+    from uimer.experiments.tune import DEFAULT_SPACE, SEARCHERS
+    from uimer.interpret import CLI_OPTIONS, METHODS
+    from uimer.training.runner import PAPER_SEEDS
+    from uimer.training.trainer import TrainConfig
+
+    defaults = TrainConfig()
+    p = subparsers.add_parser(
+        "tune", help="choose alpha (and lr, margin) on dev over seeds; resumable; Ray Tune + ASHA optional",
+        description="Search alpha, the lr and (IM) the margin for one or more methods on a task, by the mean dev "
+        "score over the seeds, never by test. Trials are stored in --out as they finish (a rerun skips them and "
+        "resumes a cut-off trial at its next seed); bad trials stop early (ASHA). The chosen configuration is "
+        "written to OUT/chosen.json and, with --results, as sweep run files that `uimer report` shows.",
+    )
+    p.add_argument("--task", required=True, choices=TASK_CHOICES)
+    setting = p.add_mutually_exclusive_group()
+    setting.add_argument("--shot", type=int, help="n-shot SNIPS subset (the reference sampler)")
+    setting.add_argument("--train-size", type=int, help="number of training examples drawn with the seed")
+    p.add_argument("--method", nargs="+", required=True, choices=sorted(METHODS), metavar="METHOD",
+                   help="method(s) to tune; several make the method a search dimension")
+    p.add_argument("--out", required=True, metavar="DIR", help="study directory (created; a rerun continues it)")
+    p.add_argument("--results", metavar="DIR", default=None,
+                   help="also write the chosen configuration's runs here, in `uimer sweep`'s layout "
+                        "(e.g. benchmarks/results), as variant tuned-<method>")
+    p.add_argument("--variant", default=None, help="variant name of the written runs (default: tuned-<method>)")
+    p.add_argument("--trials", type=int, default=12, help="trials in all (random, optuna; grid: every point)")
+    p.add_argument("--searcher", choices=SEARCHERS, default="random")
+    p.add_argument("--space", nargs="+", default=[], metavar="NAME=SPEC",
+                   help="override a dimension: LOW:HIGH (log-uniform) or a,b,c (values; one value fixes it). "
+                        + ", ".join(f"{k}={v}" for k, v in DEFAULT_SPACE.items()) + " by default")
+    p.add_argument("--grid-points", type=int, default=3, help="points per range with --searcher grid")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the searcher (not of training)")
+    p.add_argument("--no-asha", action="store_true", help="run every trial to the end (no early stopping)")
+    p.add_argument("--asha-grace", type=int, default=5, help="first rung, in epochs")
+    p.add_argument("--asha-eta", type=int, default=3, help="reduction factor: keep the top 1/eta at each rung")
+    p.add_argument("--ray", action="store_true", help="run trials as Ray Tune trials on this machine (1 CPU each)")
+    p.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for sequential trials")
+    p.add_argument("--seeds", nargs="+", default=[",".join(map(str, PAPER_SEEDS))],
+                   help="seeds the objective averages over (default: the paper's 55,1988,12333,42)")
+    p.add_argument("--encoder", default="minilm")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--rationale-file", default=None, help="YAML with your own keywords/regexes")
+    p.add_argument("--lr", type=float, default=None, help="fix the lr (default: searched, see --space)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
+    p.add_argument("--patience", type=int, default=defaults.patience)
+    p.add_argument("--warmup-epochs", type=_warmup, default=0.0, help="as `uimer train --warmup-epochs`")
+    p.add_argument("--dev-size", type=int, default=None, help="select on a seeded, label-stratified dev subset")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--pooling", choices=("cls", "mean"), default="cls")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    method_dests: list[str] = []
+    for title, add_options in CLI_OPTIONS:
+        group = p.add_argument_group(title)
+        before = {a.dest for a in p._actions}
+        add_options(group)
+        method_dests += [a.dest for a in p._actions if a.dest not in before]
+    p.set_defaults(func=cmd_tune, method_dests=method_dests)
+
+
+def cmd_tune(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from uimer.experiments.tune import Study, load_trials, objective, tune, write_chosen
+    from uimer.training.runner import RunSpec
+    from uimer.training.trainer import TrainConfig
+
+    space = {}
+    for item in args.space:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UimerError(f"--space {item}: expected NAME=SPEC, e.g. alpha=0.01:10 or lr=1e-4,2e-4")
+        space[name] = value
+    if args.lr is not None:
+        if "lr" in space:
+            raise UimerError("--lr fixes the lr and --space lr=... searches it: give one of them")
+        space["lr"] = repr(args.lr)
+    options = {dest: getattr(args, dest) for dest in args.method_dests}
+    if args.task == "jsonl" and not args.data_dir:
+        raise UimerError("--task jsonl needs --data-dir pointing at the folder with train/dev/test.jsonl")
+    config = TrainConfig(lr=args.lr or TrainConfig().lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
+                         warmup_epochs=args.warmup_epochs, device=args.device, method_options=options)
+    data_dir = str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None
+    rationale_file = str(Path(args.rationale_file).expanduser().resolve()) if args.rationale_file else None
+    base = RunSpec(task=args.task, encoder=args.encoder, shot=args.shot, train_size=args.train_size,
+                   seeds=_seeds(args.seeds) or [], data_dir=data_dir, output_dir="", dev_size=args.dev_size,
+                   max_length=args.max_length, pooling=args.pooling, rationale_file=rationale_file, config=config)
+    study = Study(base=base, methods=list(dict.fromkeys(args.method)), space=space, searcher=args.searcher,
+                  trials=args.trials, seed=args.search_seed, grid_points=args.grid_points, asha=not args.no_asha,
+                  grace=args.asha_grace, eta=args.asha_eta)
+    console = Console(stderr=True)
+    out = Path(args.out)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        outcome = tune(study, out, use_ray=args.ray, ray_num_cpus=args.ray_num_cpus, threads=args.threads,
+                       progress=not args.no_progress, console=console)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    table = Table(title=f"uimer tune: {out} (objective: mean dev over {len(study.seeds)} seeds)")
+    for column in ("trial", "method", "params", "status", "seeds", "mean dev"):
+        table.add_column(column)
+    trials = load_trials(out)
+    for trial in sorted(trials, key=lambda t: -(objective(t) if objective(t) is not None else -1)):
+        value = objective(trial)
+        table.add_row(trial["id"], trial["method"], ", ".join(f"{k} {v:g}" for k, v in trial["params"].items()),
+                      trial.get("status", "?"), str(len(trial.get("seeds", []))),
+                      f"{100 * value:.2f}" if value is not None else "")
+    out_console = Console() if sys.stdout.isatty() else Console(width=150)
+    out_console.print(table)
+    for name, error in outcome.failed:
+        console.print(f"  [red]failed[/red] {name}: {error}")
+    chosen = write_chosen(out, Path(args.results) if args.results else None, args.variant)
+    tests = [p["test"] for p in chosen["per_seed"] if p["test"] is not None]
+    out_console.print(f"chosen on dev: {chosen['trial']} ({chosen['method']}, "
+                      + ", ".join(f"{k} {v:g}" for k, v in chosen["params"].items())
+                      + f"): mean dev {100 * chosen['dev_mean']:.2f}"
+                      + (f", its test {100 * chosen['test_mean']:.2f} over {len(tests)} seeds" if tests else ""))
+    out_console.print(f"rerun it: {chosen['command']}")
+    out_console.print(f"written: {out / 'chosen.json'}"
+                      + (f"; runs under {args.results} as variant {chosen['variant']} (uimer report {args.results})"
+                         if args.results else ""))
+    return 1 if outcome.failed else 0

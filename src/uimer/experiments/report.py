@@ -80,6 +80,7 @@ class Row:
     family: str
     label: str
     paper: dict[str, str | None] = field(default_factory=dict)  # column -> paper key
+    tuned: bool = False  # written by `uimer tune`: chosen on dev among many trials, so its dev is optimistic
 
 
 @dataclass
@@ -116,11 +117,12 @@ class ResultsView:
         return paired_delta(cell.by_seed(), base.by_seed())
 
     def dev_choice(self, column: str, families: tuple[str, ...]) -> str | None:
-        """The complete cell of these families with the highest mean dev score (ties: the earlier row)."""
+        """The complete cell of these families with the highest mean dev score (ties: the earlier row). Rows
+        written by `uimer tune` do not compete: their dev is the best of many trials, biased upward."""
         best: tuple[float, str] | None = None
         for row in self.rows:
             cell = self.cell(row.variant, column)
-            if row.family not in families or cell is None or not cell.complete or cell.dev_mean is None:
+            if row.family not in families or row.tuned or cell is None or not cell.complete or cell.dev_mean is None:
                 continue
             if best is None or cell.dev_mean > best[0]:
                 best = (cell.dev_mean, row.variant)
@@ -168,6 +170,7 @@ def load_view(results: Path) -> ResultsView:
         row = rows.setdefault(meta["variant"], Row(meta["variant"], meta["method"], meta["family"],
                                                    meta.get("label") or meta["variant"]))
         row.paper.setdefault(meta["column"], meta.get("paper"))
+        row.tuned = row.tuned or bool(meta.get("tuned"))
     columns = _column_order({m["column"] for m in [*expected.values(), *records]}, paper)
 
     cells: dict[tuple[str, str], CellStats] = {}
@@ -615,7 +618,10 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
     lines += ["", "## Paired deltas against the baseline (test, %)", "",
               "Each cell: mean of (variant − baseline) over the seeds both have [95 % t-interval] wins–losses"
               "(–ties); † the interval excludes 0; ◆ the family's variant chosen by mean dev in this column; "
-              "★ the column's best UIMER variant chosen by mean dev.", "", *paired_table(view)]
+              "★ the column's best UIMER variant chosen by mean dev. `tuned-*` rows were chosen by `uimer tune` "
+              "on mean dev over many trials; they take no part in the ◆/★ choices (their dev is the best of "
+              "many, hence optimistic), but their test deltas are paired like the others.", "",
+              *paired_table(view)]
     lines += ["", "## Mean dev score at the selected epochs (%)", "",
               "What the dev-based choices read (dev is a seeded 1000-example subset where noted above).", "",
               *dev_table(view)]
