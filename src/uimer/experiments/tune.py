@@ -594,7 +594,7 @@ def _ray_trainable(config: dict, study_dict: dict, out: str, threads: int, seed_
 
     trial = run_trial(Path(out), study, cand, report, seed_fn)
     value = objective(trial)
-    ray_tune.report({"step": len(study.seeds) * study.steps_per_seed, "score": value if value is not None else 0.0,
+    ray_tune.report({"step": len(study.seeds) * study.steps_per_seed + 1, "score": value if value is not None else 0.0,
                      "trial": cand["id"], "done_trial": True})
 
 
@@ -634,9 +634,12 @@ def _tune_on_ray(study: Study, out: Path, outcome: TuneOutcome, num_cpus: int | 
         param_space = {"trial": ray_tune.grid_search(todo)}
     if num_samples == 0:
         return
-    scheduler = (ASHAScheduler(time_attr="step", metric="score", mode="max",
-                               max_t=len(study.seeds) * study.steps_per_seed, grace_period=study.grace,
-                               reduction_factor=study.eta) if study.asha else FIFOScheduler())
+    # one step past the last epoch: the trial's final report, so that ASHA never stops a trial that reached
+    # its last epoch before it has written its result
+    max_t = len(study.seeds) * study.steps_per_seed + 1
+    scheduler = (ASHAScheduler(time_attr="step", metric="score", mode="max", max_t=max_t,
+                               grace_period=min(study.grace, max_t), reduction_factor=study.eta)
+                 if study.asha else FIFOScheduler(metric="score", mode="max"))
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
