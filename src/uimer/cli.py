@@ -47,8 +47,9 @@ def add_train_parser(subparsers) -> None:
     setting = p.add_mutually_exclusive_group()
     setting.add_argument("--shot", type=int, help="n-shot SNIPS subset (the reference sampler); omit for full data")
     setting.add_argument("--train-size", type=int, help="number of training examples drawn with the seed (e-SNLI)")
-    p.add_argument("--method", nargs="+", default=["baseline"], choices=sorted(METHODS), metavar="METHOD",
-                   help=f"one or more of: {', '.join(sorted(METHODS))}")
+    p.add_argument("--method", nargs="+", default=["baseline"], choices=["auto", *sorted(METHODS)], metavar="METHOD",
+                   help=f"one or more of: {', '.join(sorted(METHODS))}; 'auto' = the recommended method and "
+                        "values for the task's kind (`uimer presets` shows them and their source)")
     p.add_argument("--seeds", nargs="+", default=[",".join(map(str, PAPER_SEEDS))],
                    help="seeds, space-, comma- or colon-separated (default: the paper's 55,1988,12333,42)")
     p.add_argument("--encoder", default="minilm", help="'minilm' (packaged), a Hugging Face name or a local path")
@@ -77,16 +78,46 @@ def add_train_parser(subparsers) -> None:
         before = {a.dest for a in p._actions}
         add_options(group)
         method_dests += [a.dest for a in p._actions if a.dest not in before]
-    p.set_defaults(func=cmd_train, method_dests=method_dests)
+    p.set_defaults(func=cmd_train, method_dests=method_dests,
+                   parser_defaults={a.dest: a.default for a in p._actions})
+
+
+def _apply_auto(args) -> tuple[object, dict, dict]:
+    """Resolve `--method auto` by the task's kind: the preset's shared settings go into `args` (every method
+    of the command), its own settings and options are returned for the auto method. Given flags win."""
+    from uimer.experiments.presets import preset_for, task_kind
+    from uimer.training.trainer import parse_warmup
+
+    preset = preset_for(task_kind(args.task, args.data_dir, args.rationale_file))
+
+    def given(dest: str) -> bool:
+        return getattr(args, dest, None) != args.parser_defaults.get(dest)
+
+    kept = []
+    for key, value in preset.shared.items():
+        if given(key):
+            kept.append(key)
+        else:
+            setattr(args, key, parse_warmup(value) if key == "warmup_epochs" else value)
+    train = {k: (parse_warmup(v) if k == "warmup_epochs" else v) for k, v in preset.train.items() if not given(k)}
+    options = {k: v for k, v in preset.options.items() if not given(k)}
+    kept += [k for k in [*preset.train, *preset.options] if given(k)]
+    print(f"--method auto: a {preset.kind} task -> {preset.describe()}"
+          + (f"; your {', '.join('--' + k.replace('_', '-') for k in kept)} kept" if kept else ""), file=sys.stderr)
+    print(f"  where these values come from: {preset.source}", file=sys.stderr)
+    return preset, train, options
 
 
 def cmd_train(args) -> int:
+    import dataclasses
+
     from rich.console import Console
 
     from uimer.experiments.tables import results_table
     from uimer.training.runner import RunSpec, run_experiment
     from uimer.training.trainer import TrainConfig
 
+    preset, auto_train, auto_options = _apply_auto(args) if "auto" in args.method else (None, {}, {})
     options = {dest: getattr(args, dest) for dest in args.method_dests}
     config = TrainConfig(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
@@ -94,15 +125,26 @@ def cmd_train(args) -> int:
         eval_batch_size=args.eval_batch_size, device=args.device or _default_device(), method_options=options,
     )
     summaries = []
-    for method in args.method:
+    for method in dict.fromkeys(args.method):
         out = Path(args.output_dir) / method if len(args.method) > 1 else Path(args.output_dir)
+        method_config, name = config, method
+        if method == "auto":
+            name = preset.method
+            method_config = dataclasses.replace(config, **auto_train,
+                                                method_options={**options, **auto_options})
         spec = RunSpec(
-            task=args.task, method=method, encoder=args.encoder, shot=args.shot, train_size=args.train_size,
+            task=args.task, method=name, encoder=args.encoder, shot=args.shot, train_size=args.train_size,
             seeds=_parse_seeds(args.seeds), data_dir=args.data_dir, output_dir=str(out), dev_size=args.dev_size,
             max_length=args.max_length, pooling=args.pooling, save_model=args.save_model,
-            rationale_file=args.rationale_file, config=config,
+            rationale_file=args.rationale_file, config=method_config,
         )
-        summaries.append(run_experiment(spec, progress=not args.no_progress))
+        summary = run_experiment(spec, progress=not args.no_progress)
+        if method == "auto":  # results.json says that (and why) this run's values came from the preset
+            from uimer.atomic import write_json_atomic
+
+            summary["preset"] = {"kind": preset.kind, "method": preset.method, "source": preset.source}
+            write_json_atomic(out / "results.json", summary)
+        summaries.append(summary)
     console = Console() if sys.stdout.isatty() else Console(width=140)
     console.print(results_table(summaries, title="test score at the best dev epoch (%)"))
     return 0

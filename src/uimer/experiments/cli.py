@@ -91,6 +91,8 @@ def register(subparsers) -> None:
                    help="write the report here instead of DIR/REPORT.md (figures stay in DIR, linked relatively)")
     r.set_defaults(func=cmd_report)
     register_tune(subparsers)
+    pr = subparsers.add_parser("presets", help="what `uimer train --method auto` picks per task kind, and why")
+    pr.set_defaults(func=cmd_presets)
 
 
 def _dry_run(grid, runs, results: Path, args, console) -> int:
@@ -322,3 +324,13 @@ def cmd_tune(args) -> int:
                       + (f"; runs under {args.results} as variant {chosen['variant']} (uimer report {args.results})"
                          if args.results else ""))
     return 1 if outcome.failed else 0
+
+
+def cmd_presets(args) -> int:
+    from uimer.experiments.presets import PRESETS, load_presets
+
+    for kind, preset in load_presets().items():
+        print(f"{kind}: {preset.describe()}")
+        print(f"  source: {preset.source}")
+    print(f"(from {PRESETS}; `uimer train --method auto` uses these unless you give the flag yourself)")
+    return 0

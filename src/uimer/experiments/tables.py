@@ -41,7 +41,8 @@ def results_table(summaries: list[dict], title: str | None = None) -> Table:
         table.add_column(column, justify="right" if column.startswith(("seeds", "test", "Δ")) else "left")
     for s in summaries:
         per_seed = "  ".join(f"{r['seed']}:{100 * r['test']:.2f}" for r in s["per_seed"])
-        row = [s["task"], s["setting"], s["method"], s["encoder"], str(len(s["per_seed"])),
+        method = f"{s['method']} (auto)" if s.get("preset") else s["method"]
+        row = [s["task"], s["setting"], method, s["encoder"], str(len(s["per_seed"])),
                format_score(s["test_mean"], s["test_std"])]
         if with_delta:
             delta = paired_against_baseline(s, summaries)

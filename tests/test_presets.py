@@ -1,0 +1,87 @@
+"""`--method auto`: the presets' provenance holds against the committed evidence, and the user path resolves them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from uimer.errors import ConfigError
+from uimer.experiments.presets import load_presets, preset_for, task_kind
+
+REPO = Path(__file__).resolve().parents[1]
+LOWEST = {"classification": "intent-1", "tagging": "slot-1", "pair": "nli-100"}
+
+
+def test_every_kind_has_a_preset_with_a_source():
+    presets = load_presets()
+    assert set(presets) == {"classification", "tagging", "pair"}
+    for preset in presets.values():
+        assert "benchmarks/REPORT.md" in preset.source and "not yet confirmed" in preset.source
+
+
+def test_preset_values_are_the_paper_cell_of_the_dev_chosen_variant():
+    """Each preset is the committed grid's dev-chosen UIMER variant in its kind's lowest-resource column, with
+    that cell's hyper-parameters; the shared settings are the baseline cell's."""
+    from uimer.experiments.config import load_grid
+    from uimer.experiments.report import FAMILIES, load_view
+
+    view = load_view(REPO / "benchmarks" / "results")
+    grid = load_grid("lowresource-minilm")
+    for kind, preset in load_presets().items():
+        column = LOWEST[kind]
+        variant = view.dev_choice(column, FAMILIES)
+        cell = grid.cell(variant, column)
+        assert cell.method == preset.method, kind
+        for key, value in preset.train.items():
+            assert str(cell.fields["train"][key]) == str(value), (kind, key)
+        for key, value in preset.options.items():
+            if key == "dm_no_test_curve":  # only skips scoring test after every round; changes no result
+                continue
+            assert cell.fields["options"][key] == value, (kind, key)
+        base = grid.cell("baseline", column).fields["train"]
+        for key, value in preset.shared.items():
+            assert base[key] == value and cell.fields["train"][key] == value, (kind, key)
+        assert f"{view.cell(variant, column).dev_mean:.2f}" in preset.source
+
+
+def test_task_kind(tmp_path):
+    assert task_kind("snips-slot") == "tagging" and task_kind("esnli") == "pair"
+    (tmp_path / "train.jsonl").write_text(json.dumps({"words": ["a", "b"], "tags": ["O", "B-x"]}) + "\n")
+    for split in ("dev", "test"):
+        (tmp_path / f"{split}.jsonl").write_text((tmp_path / "train.jsonl").read_text())
+    assert task_kind("jsonl", str(tmp_path)) == "tagging"
+    with pytest.raises(ConfigError, match="--data-dir"):
+        task_kind("jsonl")
+    with pytest.raises(ConfigError, match="no --method auto preset"):
+        preset_for("regression")
+
+
+def test_train_method_auto_on_jsonl_with_rules(tmp_path, tiny_tokenizer, capsys):
+    from test_sweep import make_world
+    from uimer.cli import main
+
+    make_world(tmp_path, tiny_tokenizer, n_train=12, n_eval=10)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("keywords:\n  PlayMusic: [play, song, music]\n  GetWeather: [weather, tomorrow, paris]\n")
+    common = ["train", "--task", "jsonl", "--data-dir", str(tmp_path / "data"), "--rationale-file", str(rules),
+              "--encoder", str(tmp_path / "encoder"), "--seeds", "1", "--max-epochs", "2", "--max-length", "32",
+              "--device", "cpu", "--no-progress"]
+    assert main([*common, "--method", "baseline", "auto", "--output-dir", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert "--method auto: a classification task -> im-mask" in captured.err and "come from" in captured.err
+    assert "im-mask (auto)" in captured.out and "Δ vs baseline" in captured.out
+    auto = json.loads((tmp_path / "run" / "auto" / "results.json").read_text())
+    base = json.loads((tmp_path / "run" / "baseline" / "results.json").read_text())
+    assert auto["method"] == "im-mask" and auto["preset"]["kind"] == "classification"
+    assert auto["config"]["alpha"] == 4.0 and auto["config"]["method_options"]["margin"] == 1.0
+    assert auto["config"]["lr"] == base["config"]["lr"] == 2e-4  # shared: the baseline trains like the evidence's
+    assert base["config"]["alpha"] == 1.0  # the method's own values stay with the method
+    # flags the user gives win over the preset
+    assert main([*common, "--method", "auto", "--alpha", "0.5", "--lr", "1e-3", "--output-dir",
+                 str(tmp_path / "mine")]) == 0
+    assert "your --lr, --alpha kept" in capsys.readouterr().err
+    mine = json.loads((tmp_path / "mine" / "results.json").read_text())
+    assert mine["config"]["alpha"] == 0.5 and mine["config"]["lr"] == 1e-3
+    assert mine["config"]["method_options"]["margin"] == 1.0
