@@ -122,3 +122,40 @@ def test_missing_split_and_empty_file(tmp_path):
     (tmp_path / "dev.jsonl").write_text("", encoding="utf-8")
     with pytest.raises(DataError, match="empty"):
         load_jsonl(tmp_path)
+
+
+def test_write_jsonl_round_trips_every_kind(tmp_path):
+    from uimer.data.jsonl import write_jsonl
+
+    rows = {
+        "cls": [{"words": ["play", "jazz"], "label": "Play", "rationale": [1, 0]},
+                {"words": ["rain"], "label": "Weather", "rationale": None}],
+        "tag": [{"words": ["to", "paris"], "tags": ["O", "B-city"], "rationale": [0, 1]}],
+        "pair": [{"words": ["a", "dog"], "pair_words": ["an", "animal"], "label": "entailment",
+                  "rationale": [0, 1, 0, 1]}],
+    }
+    for name, train in rows.items():
+        (tmp_path / name).mkdir()
+        task = load_jsonl(make(tmp_path / name, train))
+        write_jsonl(task, tmp_path / f"{name}-out", rationales=True)
+        again = load_jsonl(tmp_path / f"{name}-out")
+        assert again.kind is task.kind and again.labels == task.labels
+        assert [(e.words, e.label, e.tags, e.pair_words, e.rationale) for e in again.train] == \
+            [(e.words, e.label, e.tags, e.pair_words, e.rationale) for e in task.train]
+        write_jsonl(task, tmp_path / f"{name}-bare")
+        assert all(e.rationale is None for e in load_jsonl(tmp_path / f"{name}-bare").train)
+
+
+def test_exported_snips_intent_draws_the_same_shot_subsets(tmp_path, shared_data):
+    from uimer.cli import main
+    from uimer.data.sampling import sample_intent
+    from uimer.data.tasks import load_task
+
+    assert main(["data", "export", "--task", "snips-intent", "--out", str(tmp_path / "x"),
+                 "--data-dir", str(shared_data)]) == 0
+    exported, original = load_jsonl(tmp_path / "x"), load_task("snips-intent", shared_data)
+    assert exported.labels == original.labels and len(exported.test) == len(original.test) == 700
+    assert all(e.rationale is None for e in exported.train)
+    for seed in (55, 42):
+        assert sample_intent(exported.train, exported.labels, 3, seed) == \
+            sample_intent(original.train, original.labels, 3, seed)

@@ -57,6 +57,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from uimer.data.jsonl import write_jsonl
+
+    task = load_task(args.task, resolve_data_dir(args.data_dir))
+    counts = write_jsonl(task, Path(args.out), rationales=args.with_rationales)
+    print(f"{args.task} -> {args.out}: " + ", ".join(f"{n} {split}" for split, n in counts.items())
+          + f" ({task.kind.value}, {len(task.labels)} labels; rationales {'kept' if args.with_rationales else 'none'})")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     """Report rationale coverage of one split."""
     rationale_file = Path(args.rationale_file).expanduser() if args.rationale_file else None
@@ -89,7 +99,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `data {fetch,sample}` and `rationales stats` to the top-level sub-parsers."""
     data = subparsers.add_parser("data", help="download data sets and draw low-resource subsets")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{fetch,sample}")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{fetch,sample,export}")
 
     fetch = data_sub.add_parser("fetch", help="download and verify a public data set")
     fetch.add_argument("dataset", choices=DATASETS)
@@ -107,6 +117,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--seed", type=int, required=True)
     sample.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     sample.set_defaults(func=cmd_sample)
+
+    export = data_sub.add_parser("export", help="write a task as JSONL (uimer's own-data format)")
+    export.add_argument("--task", required=True, choices=[t for t in TASKS if t != "jsonl"])
+    export.add_argument("--out", required=True, help="folder for train/dev/test.jsonl and labels.txt")
+    export.add_argument("--with-rationales", action="store_true",
+                        help="keep the built-in rationales (default: none, as your own data before a rules file)")
+    export.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    export.set_defaults(func=cmd_export)
 
     rationales = subparsers.add_parser("rationales", help="inspect rationale annotations")
     rat_sub = rationales.add_subparsers(dest="rationales_command", required=True, metavar="{stats}")

@@ -201,3 +201,29 @@ def load_jsonl(directory: Path, name: str = "jsonl") -> TaskData:
         metric="slot_f1" if kind is TaskKind.TAGGING else "accuracy",
         extra={"data_dir": str(directory)},
     )
+
+
+def write_jsonl(task: TaskData, directory: Path, rationales: bool = False) -> dict[str, int]:
+    """Write a task in this format (train/dev/test.jsonl + labels.txt, so label ids keep their order and
+    --shot draws the same subsets as on the original task). Without `rationales` every line has
+    `"rationale": null`, as a user's own data before they write a rules file."""
+    from uimer.atomic import write_text_atomic
+
+    directory = Path(directory)
+    counts = {}
+    for split in ("train", "dev", "test"):
+        lines = []
+        for ex in getattr(task, split):
+            obj: dict[str, Any] = {"words": list(ex.words)}
+            if ex.pair_words is not None:
+                obj["pair_words"] = list(ex.pair_words)
+            if task.kind is TaskKind.TAGGING:
+                obj["tags"] = [task.labels[t] for t in ex.tags or []]
+            else:
+                obj["label"] = task.labels[ex.label]
+            obj["rationale"] = [int(r) for r in ex.rationale] if rationales and ex.rationale is not None else None
+            lines.append(json.dumps(obj))
+        write_text_atomic(directory / f"{split}.jsonl", "\n".join(lines) + "\n")
+        counts[split] = len(lines)
+    write_text_atomic(directory / LABELS_FILE, "\n".join(task.labels) + "\n")
+    return counts

@@ -11,6 +11,7 @@ A study lives in one directory (`--out`)::
     DIR/sealed/<id>.json      the test scores of the trial's seeds, read only to write the *chosen* trial's runs
     DIR/chosen.json           the chosen configuration with its dev and test per seed
     DIR/tune.log              what happened, with timestamps
+    DIR/ray/                  Ray Tune's own state with --ray (git-ignored by DIR/.gitignore; not needed to resume)
 
 Objective: the mean over the seeds of the best dev score (the score early stopping kept). Choice: the
 complete trial with the highest objective (ties: the earlier trial). Test is scored by the training loop at
@@ -257,6 +258,8 @@ def open_study(out: Path, study: Study) -> None:
         raise TuneError(f"{out} holds another study (task, seeds, methods, space or searcher differ); "
                         "use another --out, or remove it to start over")
     write_json_atomic(out / "study.json", study.to_dict())
+    if not (out / ".gitignore").exists():  # Ray Tune's own state is large and not needed to resume
+        (out / ".gitignore").write_text("ray/\n")
 
 
 def load_trials(out: Path) -> list[dict]:
