@@ -640,9 +640,25 @@ def _tune_on_ray(study: Study, out: Path, outcome: TuneOutcome, num_cpus: int | 
     # one step past the last epoch: the trial's final report, so that ASHA never stops a trial that reached
     # its last epoch before it has written its result
     max_t = len(study.seeds) * study.steps_per_seed + 1
-    scheduler = (ASHAScheduler(time_attr="step", metric="score", mode="max", max_t=max_t,
+
+    class RecordingAsha(ASHAScheduler):
+        """Ray's ASHA, remembering which trials it stopped: only those count as pruned (a trial cut off by
+        Ctrl-C stays 'running' and resumes on the next run)."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.stopped: set[str] = set()
+
+        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == self.STOP and not result.get("done_trial"):
+                self.stopped.add(result.get("trial"))
+            return decision
+
+    scheduler = (RecordingAsha(time_attr="step", metric="score", mode="max", max_t=max_t,
                                grace_period=min(study.grace, max_t), reduction_factor=study.eta)
                  if study.asha else FIFOScheduler(metric="score", mode="max"))
+    stopped = scheduler.stopped if study.asha else set()
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
@@ -667,9 +683,11 @@ def _tune_on_ray(study: Study, out: Path, outcome: TuneOutcome, num_cpus: int | 
             trial = _read(path)
             if trial is None:
                 continue
-            if trial.get("status") == "running":  # stopped by ASHA between two reports
+            if trial.get("status") == "running" and trial["id"] in stopped:  # ASHA stopped it mid-seed
                 trial.update(status="pruned", finished_at=_now())
                 write_json_atomic(path, trial)
+            elif trial.get("status") == "running":  # interrupted: resumes on the next run
+                continue
             if trial["id"] not in finished:
                 outcome.ran += 1
                 outcome.pruned += trial["status"] == "pruned"
