@@ -260,3 +260,47 @@ def test_tune_on_ray_runs_tiny_trials(tmp_path, tiny_tokenizer):
     assert not outcome.failed and outcome.ran == 2
     assert all(t["status"] == "complete" for t in load_trials(tmp_path / "s"))
     assert Path(tmp_path / "s" / "sealed").is_dir()
+
+
+@pytest.mark.integration
+def test_killed_tune_resumes_without_rerunning_finished_trials(tmp_path, tiny_tokenizer):
+    """SIGKILL mid-study (no chance to clean up), then the same command: finished trials are kept as they were."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_sweep import make_world
+
+    make_world(tmp_path, tiny_tokenizer, max_epochs=3, n_train=24, n_eval=16)
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "uimer.cli", "tune", "--task", "jsonl", "--data-dir", str(tmp_path / "data"),
+               "--encoder", str(tmp_path / "encoder"), "--method", "gb-huang-base", "--trials", "4",
+               "--seeds", "1,2", "--max-epochs", "3", "--max-length", "32", "--batch-size", "8", "--lr", "1e-3",
+               "--no-asha", "--device", "cpu", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    complete: list[dict] = []
+    while time.monotonic() < deadline and process.poll() is None:
+        complete = [t for t in load_trials(out) if t.get("status") == "complete"] if (out / "trials").exists() else []
+        if complete:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert complete, "no trial finished before the deadline"
+    kept = {t["id"]: (out / "trials" / f"{t['id']}.json").read_bytes() for t in complete}
+
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = load_trials(out)
+    assert len(trials) == 4 and all(t["status"] == "complete" for t in trials)
+    for trial_id, data in kept.items():  # not rerun: byte for byte what the killed process wrote
+        assert (out / "trials" / f"{trial_id}.json").read_bytes() == data
+    starts = [line for line in (out / "tune.log").read_text().splitlines() if " start " in line]
+    assert len(starts) <= 4 + 1  # each trial started once, plus at most the one cut off by the kill
+    assert all(len(t["seeds"]) == 2 for t in trials)
+    assert json.loads((out / "chosen.json").read_text())["trial"] in {t["id"] for t in trials}
