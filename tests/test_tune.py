@@ -304,3 +304,24 @@ def test_killed_tune_resumes_without_rerunning_finished_trials(tmp_path, tiny_to
     assert len(starts) <= 4 + 1  # each trial started once, plus at most the one cut off by the kill
     assert all(len(t["seeds"]) == 2 for t in trials)
     assert json.loads((out / "chosen.json").read_text())["trial"] in {t["id"] for t in trials}
+
+
+def test_dry_run_counts_the_runs_left_and_prices_them_from_measured_runs(tmp_path, capsys):
+    from uimer.cli import main
+    from uimer.experiments.tune import estimate
+
+    measured = tmp_path / "results" / "runs" / "jsonl" / "full" / "im-uniform" / "seed1.json"
+    measured.parent.mkdir(parents=True)
+    measured.write_text(json.dumps({"column": "jsonl-full", "variant": "im-uniform", "method": "im-uniform",
+                                    "task": "jsonl", "wall_seconds": 100.0, "threads": 1}))
+    study = make_study(trials=4, asha=False)
+    rows = estimate(study, tmp_path / "s", [tmp_path / "results"])
+    assert rows == [{"method": "im-uniform", "trials": 4, "runs": 8, "seconds_per_run": 100.0, "seconds": 800.0,
+                     "column": "jsonl-full"}]
+    fake = FakeSeeds(interrupt_at=2)  # one seed of the first trial done
+    with pytest.raises(KeyboardInterrupt):
+        tune(study, tmp_path / "s", progress=False, seed_fn=fake)
+    assert estimate(study, tmp_path / "s", [tmp_path / "results"])[0]["runs"] == 7
+    assert main(["tune", "--task", "jsonl", "--data-dir", str(tmp_path), "--method", "im-uniform", "--trials", "3",
+                 "--out", str(tmp_path / "dry"), "--dry-run", "--cost-from", str(tmp_path / "results")]) == 0
+    assert "runs left" in capsys.readouterr().out and not (tmp_path / "dry").exists()

@@ -248,6 +248,9 @@ def register_tune(subparsers) -> None:
     p.add_argument("--pooling", choices=("cls", "mean"), default="cls")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="show the trials left and their estimated cost; run nothing")
+    p.add_argument("--cost-from", action="append", default=[], metavar="DIR",
+                   help="sweep results directories whose measured run times feed --dry-run (e.g. benchmarks/results)")
     method_dests: list[str] = []
     for title, add_options in CLI_OPTIONS:
         group = p.add_argument_group(title)
@@ -290,6 +293,8 @@ def cmd_tune(args) -> int:
                   grace=args.asha_grace, eta=args.asha_eta)
     console = Console(stderr=True)
     out = Path(args.out)
+    if args.dry_run:
+        return _tune_dry_run(study, out, args)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -324,6 +329,36 @@ def cmd_tune(args) -> int:
                       + (f"; runs under {args.results} as variant {chosen['variant']} (uimer report {args.results})"
                          if args.results else ""))
     return 1 if outcome.failed else 0
+
+
+def _tune_dry_run(study, out: Path, args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from uimer.experiments.tune import estimate
+
+    rows = estimate(study, out, [Path(d) for d in args.cost_from])
+    table = Table(title=f"uimer tune --dry-run: {out} ({rows[0]['column']}, {len(study.seeds)} seeds, "
+                        f"searcher {study.searcher})")
+    for column in ("method", "space", "trials left", "runs left", "s / run (measured)", "at most"):
+        table.add_column(column)
+    total, unknown = 0.0, False
+    for row in rows:
+        dims = ", ".join(f"{n} {d.describe()}" for n, d in study.dims(row["method"]).items())
+        per_run = f"{row['seconds_per_run']:.0f}" if row["seconds_per_run"] is not None else "?"
+        table.add_row(row["method"], dims, str(row["trials"]), str(row["runs"]), per_run,
+                      f"{row['seconds'] / 3600:.2f} h" if row["seconds"] is not None else "?")
+        total += row["seconds"] or 0.0
+        unknown = unknown or (row["seconds"] is None and row["runs"] > 0)
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    console.print(table)
+    console.print(f"At most {total / 3600:.2f} h of run time" + (" (+ methods without a measurement)" if unknown
+                                                                 else "")
+                  + (f", before ASHA stops trials outside the top 1/{study.eta} of a rung (rungs at "
+                     f"{study.grace}, {study.grace * study.eta}, ... epochs; the saving is not measured yet)"
+                     if study.asha else "") + "; --ray runs trials in parallel, one CPU each."
+                  + ("" if args.cost_from else " Give --cost-from DIR (sweep results) for measured run times."))
+    return 0
 
 
 def cmd_presets(args) -> int:

@@ -697,6 +697,31 @@ def _tune_on_ray(study: Study, out: Path, outcome: TuneOutcome, num_cpus: int | 
             ray.shutdown()
 
 
+# -- cost ----------------------------------------------------------------------------------------------------
+def estimate(study: Study, out: Path, cost_from: list[Path]) -> list[dict]:
+    """Per method: trials left, runs left (trials x seeds, before pruning) and the mean measured seconds of one
+    run of that method in this column in `cost_from` (sweep results directories), when measured there."""
+    from uimer.experiments.sweep import measured_seconds
+
+    measured = measured_seconds([Path(d) for d in cost_from])
+    column = column_name(study.base.task, study.base.setting)
+    stored = {t["id"]: t for t in load_trials(out)} if Path(out).exists() else {}
+    if study.searcher == "optuna":
+        planned = [{"id": f"optuna-{i}", "method": study.methods[i % len(study.methods)]}
+                   for i in range(max(0, study.trials - len(stored)))]
+    else:
+        planned = [c for c in candidates(study) if stored.get(c["id"], {}).get("status") not in ("complete", "pruned")]
+    rows = []
+    for method in study.methods:
+        mine = [c for c in planned if c["method"] == method]
+        runs = sum(len(study.seeds) - len(stored.get(c["id"], {}).get("seeds", [])) for c in mine)
+        seconds = measured.get((column, "method:" + method))
+        per_run = statistics.fmean(seconds) if seconds else None
+        rows.append({"method": method, "trials": len(mine), "runs": runs, "seconds_per_run": per_run,
+                     "seconds": per_run * runs if per_run is not None else None, "column": column})
+    return rows
+
+
 # -- the chosen configuration, written like a sweep run ----------------------------------------------------
 def write_chosen(out: Path, results: Path | None, variant: str | None = None) -> dict:
     """DIR/chosen.json, and with `results` one run file per seed under results/runs/<task>/<setting>/<variant>/
