@@ -325,3 +325,18 @@ def test_dry_run_counts_the_runs_left_and_prices_them_from_measured_runs(tmp_pat
     assert main(["tune", "--task", "jsonl", "--data-dir", str(tmp_path), "--method", "im-uniform", "--trials", "3",
                  "--out", str(tmp_path / "dry"), "--dry-run", "--cost-from", str(tmp_path / "results")]) == 0
     assert "runs left" in capsys.readouterr().out and not (tmp_path / "dry").exists()
+
+
+def test_dm_trials_are_compared_on_their_rounds_not_on_the_baseline_warm_up(tmp_path):
+    def dm_seed(spec, seed, on_epoch):
+        for epoch in range(3):  # the warm-up: the baseline's own fit, no "round" key
+            on_epoch({"epoch": epoch, "dev": 0.99})
+        for epoch in range(2):
+            on_epoch({"round": 1, "phase": "model", "epoch": epoch, "dev": 0.5 + 0.1 * epoch})
+        return {"seed": seed, "dev": 0.99, "test": 0.5, "best_epoch": 2, "epochs_run": 5, "seconds": 0.0}
+
+    study = make_study(methods=("dm-one-pass",), trials=1, seeds=(1,))
+    assert tune(study, tmp_path / "s", progress=False, seed_fn=dm_seed).ran == 1
+    trial = load_trials(tmp_path / "s")[0]
+    # 3 warm-up + 2 round epochs would reach the first rung (5); the 2 round epochs alone do not
+    assert trial["status"] == "complete" and trial["rungs"] == {}

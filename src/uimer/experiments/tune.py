@@ -19,7 +19,8 @@ the best dev epoch, as in every run, but sealed away: `choose` only ever sees th
 
 Early stopping of bad trials (ASHA-style, asynchronous successive halving): every epoch reports a running
 score, the mean over the seeds started so far of their best dev so far, at step `seed_index x max_epochs +
-epoch + 1`. At rungs `grace x eta^k` a trial stops when its score is below the (1 - 1/eta) quantile of the
+epoch + 1` (DM: epochs of its rounds; its warm-up is the baseline and is not compared). At rungs
+`grace x eta^k` a trial stops when its score is below the (1 - 1/eta) quantile of the
 scores earlier trials had at that rung. Sequentially the rungs are rebuilt from the trial files on a rerun;
 on Ray, Ray Tune's `ASHAScheduler` does the same within one invocation.
 
@@ -358,6 +359,8 @@ def run_trial(out: Path, study: Study, cand: dict, report: Callable[[dict], bool
     trial.update(status="running", error=None)
     write_json_atomic(path, trial)
     spec = study.spec_for(cand["method"], cand["params"])
+    # DM trains a baseline first (its warm-up); only the epochs with the alignment loss are worth comparing
+    rounds_only = method_family(cand["method"]) == "dm"
     done = {s["seed"] for s in trial["seeds"]}
     start = time.perf_counter()
     try:
@@ -372,9 +375,9 @@ def run_trial(out: Path, study: Study, cand: dict, report: Callable[[dict], bool
 
             def on_epoch(record: dict, index=index, earlier=earlier, seed=seed) -> None:
                 nonlocal best, epochs
-                epochs += 1
-                if record.get("dev") is None:
+                if record.get("dev") is None or (rounds_only and record.get("round") is None):
                     return
+                epochs += 1
                 best = max(best, float(record["dev"]))
                 step = index * study.steps_per_seed + min(epochs, study.steps_per_seed)
                 score = statistics.fmean([*earlier, best])
