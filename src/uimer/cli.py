@@ -38,6 +38,7 @@ def _default_device() -> str:
 
 def add_train_parser(subparsers) -> None:
     from uimer.interpret import CLI_OPTIONS, METHODS
+    from uimer.models.task_model import PRECISIONS
     from uimer.training.runner import PAPER_SEEDS
     from uimer.training.trainer import TrainConfig
 
@@ -68,6 +69,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="sentence representation for class heads")
     p.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                   help="bf16 runs the encoder under autocast (losses stay fp32); for GPUs with bf16 units")
     p.add_argument("--save-model", action="store_true", help="save each seed's best model under OUTPUT/models/")
     p.add_argument("--no-progress", action="store_true")
     method_dests: list[str] = []
@@ -90,7 +93,8 @@ def cmd_train(args) -> int:
     config = TrainConfig(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
         alpha=args.alpha, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-        eval_batch_size=args.eval_batch_size, device=args.device or _default_device(), method_options=options,
+        eval_batch_size=args.eval_batch_size, device=args.device or _default_device(), precision=args.precision,
+        method_options=options,
     )
     summaries = []
     for method in args.method:

@@ -64,6 +64,8 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", default=None,
                    help="dataset root for snips/esnli runs (default: the grid's, else $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
     p.add_argument("--device", default=None, help="override the grid's device (auto, cpu, cuda)")
+    p.add_argument("--gpus-per-run", type=float, default=None, metavar="FRACTION",
+                   help="override the grid's resources.num_gpus; with --ray, 0.25 runs four runs at a time on one GPU")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for sequential runs (default: the grid's resources.num_cpus, as Ray tasks)")
     p.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
@@ -143,7 +145,8 @@ def cmd_sweep(args) -> int:
     only_seeds = _seeds(args.only_seeds, "--only-seeds")
     results = Path(args.results)
     if args.dry_run:
-        runs = plan_runs(grid, seeds, only_settings, only_methods, args.data_dir, args.device, only_seeds=only_seeds)
+        runs = plan_runs(grid, seeds, only_settings, only_methods, args.data_dir, args.device, only_seeds=only_seeds,
+                         gpus_per_run=args.gpus_per_run)
         out = Console()
         return _dry_run(grid, runs, results, args, out if out.is_terminal else Console(width=150))
 
@@ -156,7 +159,7 @@ def cmd_sweep(args) -> int:
                         only_seeds=only_seeds,
                         data_dir=args.data_dir, device=args.device, use_ray=args.ray, ray_address=args.ray_address,
                         ray_num_cpus=args.ray_num_cpus, threads=args.threads, progress=not args.no_progress,
-                        console=console)
+                        console=console, gpus_per_run=args.gpus_per_run)
     finally:
         signal.signal(signal.SIGTERM, previous)
     console.print(f"{grid.name}: {outcome.planned} runs planned, {outcome.skipped} already done, "

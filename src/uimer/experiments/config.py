@@ -52,6 +52,7 @@ import yaml
 
 from uimer.errors import ConfigError
 from uimer.experiments import CONFIG_DIR, packaged_configs
+from uimer.models.task_model import PRECISIONS
 from uimer.training.trainer import TrainConfig
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.yaml"
@@ -293,6 +294,8 @@ def _check_train(train: Any, key: str, where: _Where) -> dict:
             value = _coerce(value, float, f"{key}.{name}", where)
         elif kind in ("bool", bool):
             value = _coerce(value, bool, f"{key}.{name}", where)
+        elif name == "precision" and value not in PRECISIONS:
+            raise where.error(f"{key}.{name}", f"{value!r} is not one of {', '.join(PRECISIONS)}")
         checked[name] = value
     return checked
 

@@ -147,9 +147,14 @@ def _spec_for(cell: Cell, seed: int, data_dir: str | None, device: str | None) -
 
 def plan_runs(grid: Grid, seeds: list[int] | None = None, only_settings: list[str] | None = None,
               only_methods: list[str] | None = None, data_dir: str | None = None,
-              device: str | None = None, *, only_seeds: list[int] | None = None) -> list[PlannedRun]:
+              device: str | None = None, *, only_seeds: list[int] | None = None,
+              gpus_per_run: float | None = None) -> list[PlannedRun]:
     """Expand methods x settings x seeds; `seeds` replaces every setting's seeds, `only_seeds` keeps only
-    these of them (a filter, like `only_settings`). Paths must be unique."""
+    these of them (a filter, like `only_settings`). Paths must be unique. `gpus_per_run` replaces the grid's
+    `resources.num_gpus` (a fraction lets Ray pack several runs onto one GPU); it is no part of a run's
+    fingerprint."""
+    if gpus_per_run is not None and (gpus_per_run < 0 or (gpus_per_run > 1 and gpus_per_run != int(gpus_per_run))):
+        raise ConfigError(f"--gpus-per-run {gpus_per_run:g}: give a fraction in [0, 1] or a whole number of GPUs")
     runs: list[PlannedRun] = []
     owner: dict[Path, str] = {}
     cells = grid.cells(only_settings, only_methods)
@@ -161,6 +166,8 @@ def plan_runs(grid: Grid, seeds: list[int] | None = None, only_settings: list[st
                               f"that seed (planned seeds: {' '.join(map(str, known))})")
     for cell in cells:
         resources = {"num_cpus": 1.0, "num_gpus": 0.0, **cell.fields.get("resources", {})}
+        if gpus_per_run is not None:
+            resources["num_gpus"] = float(gpus_per_run)
         for seed in seeds or cell.fields["seeds"]:
             if only_seeds and int(seed) not in only_seeds:
                 continue
@@ -593,11 +600,16 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
           data_dir: str | None = None, device: str | None = None,
           use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
           threads: int | None = None, progress: bool = True, run_fn: RunFunction | None = None,
-          console=None) -> SweepOutcome:
+          console=None, gpus_per_run: float | None = None) -> SweepOutcome:
     """Run every planned run that is not done yet; returns what happened. Safe to interrupt and rerun."""
     results = Path(results)
     full_plan = plan_runs(grid, seeds, None, None, data_dir, device)
-    runs = plan_runs(grid, seeds, only_settings, only_methods, data_dir, device, only_seeds=only_seeds)
+    runs = plan_runs(grid, seeds, only_settings, only_methods, data_dir, device, only_seeds=only_seeds,
+                     gpus_per_run=gpus_per_run)
+    if (use_ray or ray_address) and any(r.spec.config.device.startswith("cuda") and not r.resources["num_gpus"]
+                                        for r in runs):
+        raise ConfigError("--device cuda on Ray needs a GPU share per run: Ray hides the GPUs from tasks that "
+                          "ask for none (give --gpus-per-run, e.g. 0.25 to run four at a time on one GPU)")
     outcome = SweepOutcome(planned=len(runs))
     started, t0 = _now(), time.perf_counter()
     with sweep_lock(results):

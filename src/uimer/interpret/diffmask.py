@@ -331,10 +331,11 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 def read_states(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor) -> Reading:
     """One clean forward recording the states the gates read (DiffMask's getter) and the clean prediction."""
     embeds = model.embed(batch.input_ids)
-    out = model.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                        token_type_ids=batch.token_type_ids, output_hidden_states=True)
-    hidden = out.hidden_states
-    logits = model.head_logits(out.last_hidden_state, batch.attention_mask, batch.word_starts)
+    with model.autocast():
+        out = model.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                            token_type_ids=batch.token_type_ids, output_hidden_states=True)
+    hidden = tuple(h.float() for h in out.hidden_states)  # the gates read fp32 states under bf16 too
+    logits = model.head_logits(out.last_hidden_state.float(), batch.attention_mask, batch.word_starts)
     if extractor.gate == "input":
         return Reading(torch.stack([embeds, *hidden], dim=2), embeds, embeds, logits)
     state = hidden[extractor.hidden_layer]

@@ -62,6 +62,8 @@ class RunSpec:
         for volatile in ("seeds", "output_dir", "save_model", "data_dir"):
             data.pop(volatile)
         data["config"].pop("device")
+        if data["config"].get("precision") == "fp32":  # the default leaves fingerprints of fp32-era runs intact
+            data["config"].pop("precision")
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -126,6 +128,7 @@ def run_seed(
     method = create_method(spec.method, spec.config.method_options)
     attn = "eager" if method.needs_double_backward else "sdpa"
     model = build_model(spec.encoder, task.kind, len(task.labels), spec.pooling, attn).to(device)
+    model.set_precision(spec.config.precision)
     steps_file = open_step_log(steps_path, checkpoint) if steps_path else None
 
     def step_log(record: dict) -> None:

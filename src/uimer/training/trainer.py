@@ -41,6 +41,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     shuffle: bool = True
     device: str = "cpu"
+    precision: str = "fp32"  # "bf16": the encoder under autocast (TaskModel.autocast); losses stay fp32
     method_options: dict = field(default_factory=dict)
 
 
