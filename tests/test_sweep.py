@@ -698,3 +698,35 @@ def test_a_run_cut_off_mid_training_resumes_at_its_checkpoint(tmp_path, tiny_tok
     steps = "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl"
     assert (results / steps).read_text() == (whole / steps).read_text()  # no step logged twice or lost
     assert not checkpoint.exists() and not (checkpoint.parent / "seed3-steps.jsonl").exists()
+
+
+def test_gpus_per_run_sets_the_ray_share_without_touching_fingerprints(tmp_path, tiny_tokenizer):
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer))
+    plain = plan_runs(grid, seeds=[3])
+    shared = plan_runs(grid, seeds=[3], gpus_per_run=0.25)
+    assert [r.resources["num_gpus"] for r in plain] == [0.0] * len(plain)
+    assert [r.resources["num_gpus"] for r in shared] == [0.25] * len(shared)
+    assert [r.fingerprint for r in plain] == [r.fingerprint for r in shared]
+    for bad in (-1.0, 1.5):
+        with pytest.raises(ConfigError, match="--gpus-per-run"):
+            plan_runs(grid, seeds=[3], gpus_per_run=bad)
+
+
+def test_cuda_on_ray_without_a_gpu_share_is_a_clear_error(tmp_path, tiny_tokenizer):
+    """Ray hides every GPU from a task that asks for none, so such a sweep would fail run by run."""
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer))
+    with pytest.raises(ConfigError, match="--gpus-per-run"):
+        sweep(grid, tmp_path / "r", seeds=[3], device="cuda", use_ray=True, progress=False, run_fn=_fake_run)
+    assert not list((tmp_path / "r").rglob("seed*.json"))
+
+
+def test_the_gpu_parity_grid_is_the_committed_intent_1_column():
+    """benchmarks/gpu/gpu-parity.yaml reruns every committed intent-1 run with its exact configuration."""
+    repo = Path(__file__).resolve().parents[1]
+    runs = plan_runs(load_grid(str(repo / "benchmarks/gpu/gpu-parity.yaml")), only_seeds=[55])
+    committed = repo / "benchmarks/results"
+    assert len(runs) == 16
+    for run in runs:
+        stored = json.loads((committed / run.relpath).read_text())
+        assert stored["fingerprint"] == run.fingerprint, run.name
+        assert run.resources["num_gpus"] == 0.25 and run.spec.config.device == "cuda"
