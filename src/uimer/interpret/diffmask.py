@@ -334,8 +334,8 @@ def read_states(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor) ->
     with model.autocast():
         out = model.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                             token_type_ids=batch.token_type_ids, output_hidden_states=True)
-    hidden = tuple(h.float() for h in out.hidden_states)  # the gates read fp32 states under bf16 too
-    logits = model.head_logits(out.last_hidden_state.float(), batch.attention_mask, batch.word_starts)
+    hidden = tuple(h.to(embeds.dtype) for h in out.hidden_states)  # the gates read fp32 states under bf16 too
+    logits = model.head_logits(out.last_hidden_state.to(embeds.dtype), batch.attention_mask, batch.word_starts)
     if extractor.gate == "input":
         return Reading(torch.stack([embeds, *hidden], dim=2), embeds, embeds, logits)
     state = hidden[extractor.hidden_layer]

@@ -75,7 +75,7 @@ class TaskModel(nn.Module):
         with self.autocast():
             out = self.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                token_type_ids=token_type_ids)
-        return out.last_hidden_state.float()
+        return out.last_hidden_state.to(inputs_embeds.dtype)  # autocast's bf16 back to the model's dtype
 
     def head_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor) -> torch.Tensor:
         """Class logits (B, C) or word emissions (B, W, T) from the last hidden states."""
