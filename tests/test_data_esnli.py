@@ -32,9 +32,34 @@ HEADER = (
 
 def test_parse_marked():
     assert parse_marked(" Two *Women* are *eating* *lunch.* * ") == (
-        ["two", "women", "are", "eating", "lunch."],
-        [0, 1, 0, 1, 1],
+        ["two", "women", "are", "eating", "lunch", "."],
+        [0, 1, 0, 1, 1, 0],
     )
+
+
+def test_punctuation_glued_to_a_highlight_is_not_rationale():
+    """Issue 29 fix 5: `*airplane.*` marks `airplane`, not the period (the old rule flagged `airplane.`)."""
+    assert parse_marked("an *airplane.*") == (["an", "airplane", "."], [0, 1, 0])
+    assert parse_marked('*"diner,"* *airplane*. near.') == (['"', "diner", ',"', "airplane", ".", "near."],
+                                                          [0, 1, 0, 1, 0, 0])
+    assert parse_marked("*man's* *u.s.*") == (["man's", "u.s", "."], [1, 1, 0])  # inner punctuation stays
+    assert parse_marked("*...*") == (["..."], [1])  # nothing but punctuation: kept as highlighted
+
+
+@pytest.mark.integration
+def test_split_punctuation_leaves_the_word_pieces_unchanged():
+    """Splitting edge punctuation off changes rationale flags only: the pieces are the same."""
+    from uimer.models.encoder import load_tokenizer
+
+    tokenizer = load_tokenizer("minilm")
+    text = "A *man* rides an *airplane.* , near *Paris,* *(France)*"
+    words, flags = parse_marked(text)
+    joined = tokenizer(" ".join(words))["input_ids"]
+    assert joined == tokenizer(text.replace("*", "").lower())["input_ids"]
+    pieces = tokenizer(words, is_split_into_words=True)
+    marked = {tokenizer.convert_ids_to_tokens(pieces["input_ids"][i]) for i, w in enumerate(pieces.word_ids())
+              if w is not None and flags[w]}
+    assert marked == {"man", "airplane", "paris", "france"}
 
 
 @needs_esnli
@@ -54,7 +79,7 @@ def test_load_esnli():
         assert len(e.rationale) == len(e.words) + len(e.pair_words)
         assert all("*" not in w and w == w.lower() for w in e.all_words)
     first = task.dev[0]
-    assert first.pair_words[-1] == "lunch." and first.rationale[-1] == 1
+    assert first.pair_words[-2:] == ["lunch", "."] and first.rationale[-2:] == [1, 0]  # `*lunch.*`
     # Pool order: UIMER view_data.txt (999), then Structured-e-SNLI (90).
     assert "view_data.txt" in task.train[0].source and "view_data.txt" in task.train[998].source
     assert "assigned_samples_training.csv" in task.train[999].source
@@ -88,7 +113,7 @@ def test_esnli_csv_small(tmp_path):
     p = tmp_path / "esnli_dev.csv"
     p.write_text(HEADER + "x,contradiction,A b,C d,e, *A* b,C *d.*,0,1\r\n", encoding="utf-8")
     (ex,) = read_esnli_csv(p)
-    assert (ex.words, ex.pair_words, ex.rationale, ex.label) == (["a", "b"], ["c", "d."], [1, 0, 0, 1], 2)
+    assert (ex.words, ex.pair_words, ex.rationale, ex.label) == (["a", "b"], ["c", "d", "."], [1, 0, 0, 1, 0], 2)
     assert ex.source == f"{p}:2"
 
 

@@ -89,14 +89,28 @@ def test_margin_loss_hand_computed():
     ], dtype=torch.float)
     # example 1: min(0.8/0.5 - 1, 0)^2 + min(0.4/0.5 - 1, 0)^2 = 0 + 0.2^2 = 0.04
     # example 2: min(0.1/0.4 - 1, 0)^2 = 0.75^2 = 0.5625
-    # mean over the 2 examples with rationales: (0.04 + 0.5625) / 2 = 0.30125
+    # summed over the batch, as the reference (the paper's alphas were tuned on the sum): 0.04 + 0.5625
     loss = dm_margin_loss(scores, rationale, real)
-    assert loss.item() == pytest.approx(0.30125, abs=1e-6)
+    assert loss.item() == pytest.approx(0.6025, abs=1e-6)  # the old mean over rationale examples gave 0.30125
     # were [CLS] (0.95) counted as a non-rationale, example 1 would give (0.8/0.95-1)^2 + (0.4/0.95-1)^2 instead
     assert dm_margin_loss(scores, torch.zeros_like(rationale), real).item() == 0.0
     # an all-rationale example has nothing to rank against and contributes 0 (but counts as having rationales)
     all_r = dm_margin_loss(scores[1:2], real[1:2].float(), real[1:2])
     assert all_r.item() == 0.0
+
+
+def test_margin_loss_is_a_batch_sum_that_grows_with_the_batch():
+    """Issue 29 fix 1: repeating a batch doubles L_int (a mean would leave it unchanged)."""
+    scores = torch.tensor([[0.0, 0.1, 0.4, 0.2, 0.0]])
+    real = torch.tensor([[0, 1, 1, 1, 0]], dtype=torch.bool)
+    rationale = torch.tensor([[0, 1, 0, 0, 0]], dtype=torch.float)
+    one = dm_margin_loss(scores, rationale, real)
+    two = dm_margin_loss(scores.repeat(2, 1), rationale.repeat(2, 1), real.repeat(2, 1))
+    assert one.item() == pytest.approx(0.75**2) and two.item() == pytest.approx(2 * one.item())
+    # examples without rationales add nothing and do not dilute it
+    padded = dm_margin_loss(torch.cat([scores, scores]), torch.cat([rationale, torch.zeros_like(rationale)]),
+                            real.repeat(2, 1))
+    assert padded.item() == pytest.approx(one.item())
 
 
 def test_margin_loss_gradient_pushes_rationale_up_and_max_down():
@@ -135,8 +149,8 @@ def _context(tokenizer, kind=TaskKind.CLASSIFICATION, method="dm-one-pass", seed
     task = _task(kind)
     torch.manual_seed(seed)
     model = TaskModel(make_tiny_encoder(len(tokenizer), seed), kind, len(task.labels))
-    cfg = TrainConfig(batch_size=4, max_epochs=2, patience=1, lr=1e-3, eval_batch_size=16,
-                      method_options=dict(options or {}), **config)
+    config = {"batch_size": 4, "max_epochs": 2, "patience": 1, "lr": 1e-3, "eval_batch_size": 16, **config}
+    cfg = TrainConfig(method_options=dict(options or {}), **config)
     dm = create_method(method, cfg.method_options)
     context = TrainingContext(
         model=model, task=task, train=encode_examples(task.train, tokenizer, kind),
@@ -395,6 +409,40 @@ def test_schedule_is_deterministic(tiny_tokenizer):
     assert results[0].history == results[1].history and results[0].test == results[1].test
 
 
+def test_warm_up_uses_the_baselines_settings_and_the_rounds_the_rows(tiny_tokenizer):
+    """Issue 29 fix 3: the warm-up trains at --dm-warmup-lr (the baseline's) for its own max epochs; the
+    rounds keep the row's lr. Before, the warm-up ran at the row's lr (slot-10 multi-round: 1e-5, dev 0)."""
+    options = {"rounds": 1, "extractor_epochs": 1, "dm_warmup_lr": 5e-3, "dm_warmup_max_epochs": 3,
+               "dm_warmup_patience": 5}
+    context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0, lr=1e-5)
+    logged: list[dict] = []
+    context.step_log = logged.append
+    result = dm.run_schedule(context)
+    warm = [e for e in logged if e.get("phase") == "warmup" and "lr" in e]
+    model = [e for e in logged if e.get("phase") == "model" and "lr" in e]
+    assert warm and model
+    assert max(e["lr"] for e in warm) == pytest.approx(5e-3, rel=0.5)  # linear decay from 5e-3
+    assert max(e["lr"] for e in model) <= 1e-5
+    assert len([h for h in result.history if h["phase"] == "warmup"]) == 3  # its own max epochs (row: 2)
+    assert dm.dm.warmup_overrides() == {"lr": 5e-3, "max_epochs": 3, "patience": 5}
+    assert DMOptions.from_options({}).warmup_overrides() == {}  # without the options: the row's settings
+
+
+def test_grid_dm_cells_warm_up_with_the_baseline_cell(tmp_path):
+    """The paper grid fills --dm-warmup-* from the baseline where the DM row differs (issue 29 fix 3)."""
+    from uimer.experiments.config import load_grid
+
+    grid = load_grid("paper")
+    slot10 = grid.cell("dm-multi-round", "slot-10").fields
+    assert slot10["train"]["lr"] == 1e-5 and slot10["options"]["dm_warmup_lr"] == 1e-4
+    nli = grid.cell("dm-one-pass", "nli-500").fields["options"]
+    assert (nli["dm_warmup_lr"], nli["dm_warmup_max_epochs"], nli["dm_warmup_patience"]) == (1e-4, 50, 5)
+    assert nli.get("dm_warmup_batch_size") is None  # 16 = 16
+    same = grid.cell("dm-one-pass", "intent-1").fields["options"]
+    assert not any(k.startswith("dm_warmup") for k in same)  # nothing differs: options (and fingerprint) unchanged
+    assert not any(k.startswith("dm_warmup") for k in grid.cell("im-mask", "slot-10").fields["options"])
+
+
 # -- registry, options, benchmark hook ------------------------------------------------------------------
 def test_registry_and_options():
     assert METHODS["dm-one-pass"].family == "dm" and METHODS["dm-multi-round"].family == "dm"
@@ -421,11 +469,13 @@ def test_cli_flags_reach_options():
         "train", "--task", "snips-slot", "--method", "dm-multi-round", "--dm-gate", "hidden", "--rounds", "4",
         "--extractor-epochs", "3", "--model-epochs-per-round", "1", "--lr-extractor", "5e-4",
         "--round-lr-decay", "0.99", "--reinit-extractor", "--dm-eps", "0.2", "--dm-hidden-layer", "1",
+        "--dm-warmup-lr", "1e-4", "--dm-warmup-patience", "7",
     ])
     options = {dest: getattr(args, dest) for dest in args.method_dests}
     dm = DMOptions.from_options(options)
     assert (dm.gate, dm.rounds, dm.extractor_epochs, dm.model_epochs_per_round) == ("hidden", 4, 3, 1)
     assert (dm.lr_extractor, dm.round_lr_decay, dm.reinit_extractor, dm.eps, dm.hidden_layer) == (5e-4, 0.99, True, 0.2, 1)
+    assert dm.warmup_overrides() == {"lr": 1e-4, "patience": 7}
 
 
 def test_benchmark_steps_run_one_step_each(tiny_tokenizer):

@@ -200,16 +200,25 @@ def test_huang_terms_by_hand():
 
 
 def test_huang_losses_by_hand():
-    # means over the two examples with rationales (C does not count)
-    assert huang_loss("base", S, R, REAL).item() == pytest.approx((0.10 + 0.1325) / 2)  # 0.11625
-    assert huang_loss("order", S, R, REAL).item() == pytest.approx((0.0 + 0.16) / 2)  # 0.08
+    # the reference's reductions (issue 29 fix 2): base/order summed over the batch (C adds 0) ...
+    assert huang_loss("base", S, R, REAL).item() == pytest.approx(0.10 + 0.1325)  # the old mean: 0.11625
+    assert huang_loss("order", S, R, REAL).item() == pytest.approx(0.0 + 0.16)  # the old mean: 0.08
+    # ... the gate variants averaged over the whole batch, C included
     z = torch.tensor([1.0, 0.0, 1.0])
-    assert huang_loss("gate", S, R, REAL, z).item() == pytest.approx((0.10 * 1 + 0.1325 * 0) / 2)  # 0.05
+    assert huang_loss("gate", S, R, REAL, z).item() == pytest.approx((0.10 * 1 + 0.1325 * 0 + 0.0) / 3)
     z = torch.tensor([0.0, 1.0, 1.0])
-    assert huang_loss("gate-order", S, R, REAL, z).item() == pytest.approx((0.0 * 0 + 0.16 * 1) / 2)  # 0.08
+    assert huang_loss("gate-order", S, R, REAL, z).item() == pytest.approx((0.0 * 0 + 0.16 * 1 + 0.0) / 3)
     with pytest.raises(ValueError):
         huang_loss("gate", S, R, REAL)
     assert huang_loss("base", S, torch.zeros_like(R), REAL).item() == 0.0
+
+
+def test_huang_base_and_order_grow_with_the_batch():
+    """Issue 29 fix 2: repeating the batch doubles base/order L_int (a mean would not change it)."""
+    for variant in ("base", "order"):
+        one = huang_loss(variant, S[1:2], R[1:2], REAL[1:2]).item()
+        two = huang_loss(variant, S[1:2].repeat(2, 1), R[1:2].repeat(2, 1), REAL[1:2].repeat(2, 1)).item()
+        assert one > 0 and two == pytest.approx(2 * one)
 
 
 def test_special_and_padding_pieces_are_excluded():

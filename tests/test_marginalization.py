@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -58,6 +59,9 @@ class EvidenceModel(nn.Module):
     def gold_log_prob(self, logits, batch):
         return torch.log_softmax(logits, dim=-1)[:, 1]
 
+    def gold_log_complement(self, logits, batch):
+        return torch.log_softmax(logits, dim=-1)[:, 0]
+
 
 def split_of(tokenizer, examples, kind=TaskKind.CLASSIFICATION):
     return encode_examples(examples, tokenizer, kind)
@@ -96,6 +100,56 @@ def test_log2_odds_definition_and_clamp():
     # log m is a q-weighted average of the p's.
     log_m = log_marginal(torch.tensor([0.25, 0.75]).log(), torch.tensor([0.2, 0.6]).log())
     assert log_m.exp().item() == pytest.approx(0.25 * 0.2 + 0.75 * 0.6)
+
+
+def test_log_odds_keep_their_gradient_when_the_model_is_confident():
+    """Issue 29 fix 6: with p within 1e-7 of 1 the capped LO(m) is constant (zero gradient); computing
+    log(1 - m) from the other classes' logits keeps LO = the logit margin in bits, gradient 1/ln 2."""
+    from uimer.interpret.marginalization import gold_log_odds
+
+    logits = torch.tensor([[20.0, 0.0, 0.0], [30.0, 1.0, -2.0]], requires_grad=True)
+    log_p = torch.log_softmax(logits, -1)[:, 0:1]
+    log_1mp = (torch.logsumexp(logits[:, 1:], -1) - torch.logsumexp(logits, -1)).unsqueeze(1)
+    zero = torch.zeros(2, 1)
+    capped = gold_log_odds(zero, log_p, None)  # the old computation
+    (grad_capped,) = torch.autograd.grad(capped.sum(), logits, retain_graph=True)
+    assert grad_capped.abs().max() == 0.0 and capped[0].item() == pytest.approx(math.log2(1e7), abs=0.01)
+    exact = gold_log_odds(zero, log_p, log_1mp)
+    assert exact[0].item() == pytest.approx((20 - math.log(2)) / LN2, abs=1e-3)
+    (grad,) = torch.autograd.grad(exact.sum(), logits)
+    assert grad[0, 0].item() == pytest.approx(1 / LN2, rel=1e-4) and grad[1, 0].item() == pytest.approx(1 / LN2, rel=1e-4)
+    # K > 1: 1 - m = sum_r q_r (1 - p_r), exactly
+    log_q = torch.tensor([[0.3, 0.7]]).log()
+    p = torch.tensor([[0.2, 0.9]])
+    lo = gold_log_odds(log_q, p.log(), (1 - p).log())
+    m = 0.3 * 0.2 + 0.7 * 0.9
+    assert lo.item() == pytest.approx(math.log2(m / (1 - m)), abs=1e-5)
+
+
+def test_confident_model_still_gets_an_im_gradient(tiny_tokenizer):
+    """Issue 29 fix 6 through the method: p = sigmoid(40) and sigmoid(20) both round to 1 in float32. The capped
+    log-odds made a_R = a_N, L_int = eps and its gradient 0; the exact ones see the 20-nat difference."""
+    split = split_of(tiny_tokenizer, [Example(words=["play", "music"], label=1, rationale=[1, 0])])
+    # x'_R = [MASK] music -> z = 40 theta; x'_N = play [MASK] -> z = 20 theta: the rationale matters *less*
+    model = EvidenceModel(tiny_tokenizer, {"play": 20.0, "music": 40.0, "[MASK]": 0.0})
+    method = im("im-mask", tiny_tokenizer, split, margin=1.0)
+    batch = split.collate([0])
+    loss = method.alignment_loss(model, batch, None, torch.zeros(()))
+    assert loss.item() == pytest.approx((40 - 20) / LN2 + 1.0, rel=1e-4)
+    (grad,) = torch.autograd.grad(loss, model.theta)
+    assert grad.item() == pytest.approx(20 / LN2, rel=1e-4)
+
+
+def test_task_model_complement_is_exact_where_softmax_saturates(tiny_tokenizer):
+    model = TaskModel(make_tiny_encoder(len(tiny_tokenizer), 0), TaskKind.CLASSIFICATION, 3)
+    batch = SimpleNamespace(labels=torch.tensor([0, 2]))
+    logits = torch.tensor([[40.0, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    log_1mp = model.gold_log_complement(logits, batch)
+    assert log_1mp[0].item() == pytest.approx(math.log(math.exp(-40) + math.exp(-39)), rel=1e-5)
+    p = torch.softmax(logits[1], -1)[2].item()
+    assert log_1mp[1].item() == pytest.approx(math.log(1 - p), rel=1e-5)
+    tagger = TaskModel(make_tiny_encoder(len(tiny_tokenizer), 0), TaskKind.TAGGING, 3)
+    assert tagger.gold_log_complement(logits, batch) is None
 
 
 def test_mask_strategy_hand_computed(tiny_tokenizer):

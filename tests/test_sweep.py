@@ -23,7 +23,7 @@ import yaml
 from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import column_name, load_grid, load_paper_results
 from uimer.experiments.report import load_view, write_report
-from uimer.experiments.sweep import plan_runs, sweep
+from uimer.experiments.sweep import plan_runs, read_step_log, sweep
 
 LOW_RESOURCE = ["intent-1", "intent-3", "intent-10", "slot-1", "slot-3", "slot-10", "nli-100", "nli-500"]
 IM_STRATEGIES = ["im-mask", "im-mlm", "im-prior", "im-uniform"]
@@ -101,9 +101,11 @@ def test_paper_grid_cells_carry_table_hyperparameters():
     assert cell.fields["encoder"] == "bert-base-uncased" and cell.fields["max_length"] == 50
     multi = grid.cell("dm-multi-round", "slot-10").fields
     assert multi["train"]["lr"] == 1e-5 and multi["train"]["max_epochs"] == 70  # warm-up: the setting's epochs
-    assert multi["options"] == {"lr_extractor": 1e-4, "model_epochs_per_round": 10, "rounds": 10}
+    # the warm-up runs at the baseline's lr (issue 29), the rounds at the row's
+    assert multi["options"] == {"lr_extractor": 1e-4, "model_epochs_per_round": 10, "rounds": 10,
+                                "dm_warmup_lr": 1e-4}
     assert grid.cell("im-mlm-warm", "slot-3").fields["train"]["warmup_epochs"] == "task"
-    assert grid.cell("im-mask-warm", "nli-100").fields["train"]["warmup_epochs"] == 0.1
+    assert grid.cell("im-mask-warm", "nli-100").fields["train"]["warmup_epochs"] == "0.1*"
     assert grid.cell("im-prior", "nli-500").fields["train"]["batch_size"] == 8
     assert grid.cell("baseline", "intent-full").fields["seeds"] == [55]
     assert grid.cell("gb-ghaeini", "nli-100").fields["train"] == {"batch_size": 32, "alpha": 1.0, "warmup_epochs": 0.0,
@@ -130,7 +132,7 @@ def test_lowresource_grid_is_the_issue_grid():
     assert grid.cell("dm-multi-round", "slot-10").fields["options"]["dm_no_test_curve"] is False
     assert grid.cell("dm-multi-round", "nli-100").fields["options"] == {
         "lr_extractor": 1e-3, "model_epochs_per_round": 30, "rounds": 10, "dm_no_test_curve": True,
-        "dm_gate": "hidden"}
+        "dm_gate": "hidden", "dm_warmup_batch_size": 32}  # the baseline's batch size for the warm-up
     assert all(c.fields["options"]["dm_gate"] == "hidden" for c in grid.cells(only_methods=["dm-one-pass"]))
     assert grid.cell("im-mlm-warm", "nli-100").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
     assert grid.cell("im-mlm-warm", "slot-1").fields["options"]["mlm"] == "runs/mlm/minilm-snips-esnli"
@@ -201,7 +203,7 @@ def test_companion_grids_load():
     ({"settings": {"s": {"shot": 1}}}, "settings.s.task: missing"),
     ({"settings": {"s": {"task": "snips"}}}, "settings.s.task: 'snips' is not one of"),
     ({"defaults": {"train": {"max_epochs": 2.5}}}, "defaults.train.max_epochs: expected int"),
-    ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be >= 0"),
+    ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be epochs >= 0"),
     ({"defaults": {"resources": {"gpus": 1}}}, "defaults.resources.gpus: unknown resource"),
     ({"methods": {"baseline": {"paper": "nope"}}}, "methods.baseline.paper: 'nope' is not in paper_results.yaml"),
     ({"colour": "blue"}, "colour: unknown top-level key"),
@@ -280,7 +282,7 @@ def test_sweep_skips_done_reruns_stale_and_records_failures(tmp_path, tiny_token
     assert len(first.finished) == 4 and first.skipped == 0 and not first.failed
     stored = json.loads((results / "runs/jsonl/full/b2/seed2.json").read_text())
     assert stored["test"] == 0.02 and stored["variant"] == "b2" and stored["column"] == "jsonl-full"
-    assert (results / "runs/jsonl/full/b2/logs/seed2-steps.jsonl").read_text().count("\n") == 1
+    assert read_step_log(results / "runs/jsonl/full/b2/logs/seed2-steps.jsonl.gz").count("\n") == 1
     again = sweep(grid, results, seeds=[1, 2], progress=False, run_fn=_fake_run)
     assert again.skipped == 4 and not again.finished
 
@@ -348,7 +350,7 @@ def test_sequential_sweep_trains_tiny_models(tmp_path, tiny_tokenizer):
     assert record["method"] == "im-uniform" and record["family"] == "im" and record["epochs_run"] == 2
     assert 0.0 <= record["test"] <= 1.0 and record["spec"]["config"]["warmup_epochs"] == 1.0
     steps = [json.loads(line) for line in
-             (results / "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl").read_text().splitlines()]
+             read_step_log(results / "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl.gz").splitlines()]
     assert len(steps) == 2 * 3  # 24 examples / batch 8 = 3 steps, 2 epochs
     assert all(s["l_int"] is None for s in steps[:3]) and all(s["l_int"] is not None for s in steps[3:])
 
@@ -382,8 +384,10 @@ def test_dry_run_lists_runs_with_estimates(tmp_path, tiny_tokenizer, capsys):
 
 
 # -- the report ------------------------------------------------------------------------------------------------
-def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], expected_seeds: int = 4) -> None:
-    """Plan + run files: tests[(variant, method, column)] = test scores (fractions) of seeds 1..n."""
+def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], expected_seeds: int = 4,
+               devs: dict[tuple[str, str, str], list[float]] | None = None) -> None:
+    """Plan + run files: tests[(variant, method, column)] = test scores (fractions) of seeds 1..n; dev scores
+    from `devs` (default: dev = test, so the dev-chosen variant is also the test-best one)."""
     families = {"baseline": "baseline", "gb-huang-base": "gb", "im-uniform": "im", "dm-multi-round": "dm"}
     task_of = {"intent": ("snips-intent", "shot"), "nli": ("esnli", "train")}
     plan = []
@@ -401,7 +405,8 @@ def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], ex
             if seed > len(scores):
                 continue
             history = [{"round": r, "phase": "round", "dev": 0.5 + r / 100, "test": 0.4 + r / 100} for r in range(3)]
-            record = {**meta, "dev": 0.5, "test": scores[seed - 1], "best_epoch": 1, "epochs_run": 3,
+            dev = (devs or {}).get((variant, method, column), scores)[seed - 1]
+            record = {**meta, "dev": dev, "test": scores[seed - 1], "best_epoch": 1, "epochs_run": 3,
                       "seconds": 10.0 * seed, "wall_seconds": 12.0 * seed,
                       "history": history if method == "dm-multi-round" else [],
                       "spec": {"dev_size": 1000 if task == "esnli" else None,
@@ -461,17 +466,20 @@ def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
     assert "76.00 ± 1.41 (2/4) [75.79 ± 4.94]" in text
     assert "- intent-1 × im-uniform-warm: 2/4 seeds; missing seeds 3, 4; failed: seed 3 (RuntimeError: boom); " \
            "stale (config changed): seeds 4" in text
-    # Targets: intent-1 GB best 61.0 < 63.0, IM best 76.0 (+13 vs half the paper's +10.08), DM 69 >= 63.
+    # Targets: variants chosen by dev (= test here); paired deltas with the 95 % t-interval over 4 seeds.
     intent_line = next(line for line in text.splitlines() if line.startswith("- **intent-1**"))
-    assert "UIMER-GB best gb-huang-base 61.00 (-2.00) ❌" in intent_line
-    # im-uniform-warm (76.00) has 2 of 4 seeds: not comparable, so im-uniform (73.00) is the IM best.
-    assert "UIMER-IM best im-uniform 73.00 (+10.00) ✅" in intent_line
-    assert "UIMER-DM best dm-multi-round 69.00 (+6.00) ✅" in intent_line
-    assert "best UIMER im-uniform +10.00 vs required +5.04" in intent_line
+    assert "UIMER-GB gb-huang-base (dev 61.00) test 61.00, Δ -2.00 [-4.25, +0.25] 0–3–1 ❌" in intent_line
+    # im-uniform-warm (76.00) has 2 of 4 seeds: not comparable, so im-uniform (73.00) is the IM choice.
+    assert "UIMER-IM im-uniform (dev 73.00) test 73.00, Δ +10.00 [+10.00, +10.00] 4–0 † ✅" in intent_line
+    assert "UIMER-DM dm-multi-round (dev 69.00) test 69.00, Δ +6.00" in intent_line
+    assert "best UIMER by dev: im-uniform; its gain +10.00 vs required +5.04" in intent_line
     assert "(incomplete cells, not compared: im-uniform-warm)" in intent_line
     nli_line = next(line for line in text.splitlines() if line.startswith("- **nli-100**"))
-    assert "UIMER-IM best im-uniform 50.00 (-3.00) ❌" in nli_line and "UIMER-GB: no complete cell" in nli_line
-    assert "margin target met in 1/2 columns" in text
+    assert "UIMER-IM im-uniform (dev 50.00) test 50.00, Δ -3.00 [-7.11, +1.11] 0–3–1 ❌" in nli_line
+    assert "UIMER-GB: no complete cell" in nli_line
+    assert "margin target (significant and ≥ half the paper's margin) met in 1/2 columns" in text
+    assert "dev-chosen best UIMER with a significant gain in 1/2 columns" in text
+    assert "| im-uniform | +10.00 [+10.00, +10.00] 4–0 † ◆ ★ | -3.00 [-7.11, +1.11] 0–3–1 ◆ ★ |" in text
     assert "Model selection in nli-100 used a seeded, label-stratified subset of 1000 dev examples" in text
     # Cost per method: sum and mean of per-run seconds (12 s x seed).
     assert "| baseline | 8 | 4.0 min | 30 | 25 | 1.00 |" in text
@@ -483,6 +491,34 @@ def test_report_tables_deltas_missing_cells_and_figures(tmp_path):
     assert "![L_int with and without warm-up, intent-1 (paper Fig. 3)](fig3-lint-intent-1.png)" in text
     _, moved = write_report(results, output=tmp_path / "docs" / "REPORT.md")
     assert "(../results/fig4-rounds-intent-1.png)" in moved
+
+
+def test_report_chooses_variants_on_dev_not_test(tmp_path):
+    """The test-best variant loses the choice to the dev-best one; its own delta is still listed."""
+    results = tmp_path / "results"
+    _fabricate(results, {
+        ("baseline", "baseline", "intent-1"): [0.60, 0.62, 0.64, 0.66],
+        ("im-uniform", "im-uniform", "intent-1"): [0.70, 0.72, 0.74, 0.76],  # test-best, dev-worse
+        ("im-uniform-warm", "im-uniform", "intent-1"): [0.61, 0.64, 0.65, 0.66],
+        ("gb-huang-base", "gb-huang-base", "intent-1"): [0.61, 0.63, 0.65, 0.67],
+    }, devs={
+        ("im-uniform", "im-uniform", "intent-1"): [0.50, 0.50, 0.50, 0.50],
+        ("im-uniform-warm", "im-uniform", "intent-1"): [0.90, 0.90, 0.90, 0.90],
+        ("gb-huang-base", "gb-huang-base", "intent-1"): [0.80, 0.80, 0.80, 0.80],
+    })
+    view = load_view(results)
+    assert view.dev_choice("intent-1", ("im",)) == "im-uniform-warm"
+    assert view.dev_choice("intent-1", ("gb", "im", "dm")) == "im-uniform-warm"
+    text = write_report(results, figures=False)[1]
+    line = next(line for line in text.splitlines() if line.startswith("- **intent-1**"))
+    assert "UIMER-IM im-uniform-warm (dev 90.00) test 64.00, Δ +1.00 [-0.30, +2.30] 3–0–1 ❌" in line
+    assert "best UIMER by dev: im-uniform-warm" in line
+    # gb-huang-base: +1 on every seed, a significant gain with a zero-width interval.
+    assert "UIMER-GB gb-huang-base (dev 80.00) test 64.00, Δ +1.00 [+1.00, +1.00] 4–0 † ✅" in line
+    assert "| im-uniform | +10.00 [+10.00, +10.00] 4–0 † |" in text  # listed, but neither ◆ nor ★
+    (results / "NOTES.md").write_text("Calibration changed since these runs.\n")
+    text = write_report(results, figures=False)[1]
+    assert "## Notes on these runs (NOTES.md)\n\nCalibration changed since these runs." in text
 
 
 def test_report_checks_the_grid_time_budget(tmp_path, tiny_tokenizer):
@@ -550,7 +586,7 @@ def test_ray_sweep_runs_two_tiny_runs(tmp_path, tiny_tokenizer, monkeypatch):
         record = json.loads((results / f"runs/jsonl/full/baseline/seed{seed}.json").read_text())
         assert record["seed"] == seed and record["epochs_run"] == 2 and 0.0 <= record["test"] <= 1.0
         assert record["threads"] == 1 and record["fingerprint"] == plan_runs(grid)[0].fingerprint
-        assert (results / f"runs/jsonl/full/baseline/logs/seed{seed}-steps.jsonl").read_text().count("\n") == 2 * 8
+        assert read_step_log(results / f"runs/jsonl/full/baseline/logs/seed{seed}-steps.jsonl.gz").count("\n") == 2 * 8
     # Same numbers as the same seed trained in this process (determinism across workers).
     local = sweep(grid, tmp_path / "local", seeds=[11], progress=False)
     assert local.finished
@@ -597,7 +633,7 @@ def test_killed_sweep_resumes_without_duplicates_or_loss(tmp_path, tiny_tokenize
     for relpath in expected:
         record = json.loads((results / relpath).read_text())
         assert record["epochs_run"] == 8 and len(record["history"]) == 8
-        steps = (results / Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl").read_text()
+        steps = read_step_log(results / Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl.gz")
         assert steps.count("\n") == 8 * 20  # whole logs only: 160 examples / batch 8 = 20 steps per epoch
 
 
@@ -695,8 +731,9 @@ def test_a_run_cut_off_mid_training_resumes_at_its_checkpoint(tmp_path, tiny_tok
     reference = json.loads((whole / "runs/jsonl/full/im-uniform/seed3.json").read_text())
     assert record["resumed_at"] == "epoch 2" and reference["resumed_at"] is None
     assert (record["test"], record["dev"], record["history"]) == (reference["test"], reference["dev"], reference["history"])
-    steps = "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl"
-    assert (results / steps).read_text() == (whole / steps).read_text()  # no step logged twice or lost
+    steps = "runs/jsonl/full/im-uniform/logs/seed3-steps.jsonl.gz"
+    assert (results / steps).read_bytes() == (whole / steps).read_bytes()  # no step logged twice or lost
+    assert read_step_log(results / steps).count("\n") > 0
     assert not checkpoint.exists() and not (checkpoint.parent / "seed3-steps.jsonl").exists()
 
 
@@ -730,3 +767,22 @@ def test_the_gpu_parity_grid_is_the_committed_intent_1_column():
         stored = json.loads((committed / run.relpath).read_text())
         assert stored["fingerprint"] == run.fingerprint, run.name
         assert run.resources["num_gpus"] == 0.25 and run.spec.config.device == "cuda"
+
+
+def test_step_logs_are_stored_compressed_and_read_in_either_form(tmp_path):
+    """Issue 29: step logs are kept as reproducible .jsonl.gz; readers accept old plain .jsonl files too."""
+    from uimer.experiments.sweep import write_step_log
+
+    text = "".join(json.dumps({"step": s, "l_task": 1.0 / (s + 1)}) + "\n" for s in range(500))
+    packed = tmp_path / "a" / "seed1-steps.jsonl.gz"
+    write_step_log(packed, text)
+    again = tmp_path / "b" / "seed1-steps.jsonl.gz"
+    write_step_log(again, text)
+    assert packed.read_bytes() == again.read_bytes()  # no time stamp: the same log, the same bytes
+    assert packed.stat().st_size < len(text) / 4
+    assert read_step_log(packed) == text == read_step_log(tmp_path / "a" / "seed1-steps.jsonl")
+    plain = tmp_path / "c" / "seed1-steps.jsonl"
+    plain.parent.mkdir()
+    plain.write_text(text)
+    assert read_step_log(plain) == text == read_step_log(tmp_path / "c" / "seed1-steps.jsonl.gz")
+    assert read_step_log(tmp_path / "missing.jsonl.gz") == ""

@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -59,6 +60,34 @@ def test_warmup_gate_fractional_integer_and_task_trained():
     assert task.release_on_early_stop() is True
     assert task.active(0) and task.release_on_early_stop() is False
     assert WarmupGate(0, 5).active(0)
+
+
+def test_warmup_share_of_all_batches_is_the_papers_nli_setting():
+    """Issue 29 fix 4: "0.1*" = 10 % of all training batches (nli-100: 4 batches x 50 epochs -> 20), not of one
+    epoch's (-> 1 batch, the old reading of 0.1)."""
+    share = WarmupGate("0.1*", steps_per_epoch=4, max_epochs=50)
+    assert share.off_steps == 20 and not share.active(19) and share.active(20)
+    assert WarmupGate(0.1, steps_per_epoch=4, max_epochs=50).off_steps == 1  # the plain fraction: one epoch's
+    from uimer.experiments.config import load_grid
+
+    for grid_name in ("paper", "lowresource-minilm"):
+        grid = load_grid(grid_name)
+        for cell in grid.cells(only_settings=["nli-100"]):
+            if cell.variant.endswith("-warm"):
+                train = cell.fields["train"]
+                assert train["warmup_epochs"] == "0.1*"
+                gate = WarmupGate(train["warmup_epochs"], math.ceil(100 / train["batch_size"]), train["max_epochs"])
+                assert gate.off_steps == 20
+
+
+def test_warmup_values_parse_in_cli_and_grids():
+    from uimer.training.trainer import parse_warmup
+
+    assert parse_warmup("0.1*") == "0.1*" and parse_warmup(" 0.10* ") == "0.1*"
+    assert parse_warmup("task-trained") == "task" and parse_warmup(2) == 2.0
+    for bad in ("1.5*", "-1", "x*"):
+        with pytest.raises(ValueError):
+            parse_warmup(bad)
 
 
 def offline_runner(monkeypatch, tokenizer) -> None:

@@ -22,12 +22,12 @@ def _parse_seeds(values: list[str]) -> list[int]:
 
 
 def _warmup(value: str) -> float | str:
-    if value in ("task", "task-trained"):
-        return "task"
-    number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError("warm-up epochs must be >= 0")
-    return number
+    from uimer.training.trainer import parse_warmup
+
+    try:
+        return parse_warmup(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _default_device() -> str:
@@ -62,7 +62,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
     p.add_argument("--alpha", type=float, default=defaults.alpha, help="weight of L_int")
     p.add_argument("--warmup-epochs", type=_warmup, default=0.0,
-                   help="epochs on L_task before L_int is switched on (a fraction counts batches; 'task' = until early stop)")
+                   help="epochs on L_task before L_int is switched on (a fraction counts one epoch's batches; "
+                        "'F*' = the share F of all training batches, the paper's NLI '0.1*'; 'task' = until early stop)")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--dev-size", type=int, default=None, help="select models on a seeded, label-stratified dev subset")
     p.add_argument("--max-length", type=int, default=128, help="word pieces per input, [CLS]/[SEP] included")

@@ -8,14 +8,20 @@
   2. `train_pool/Structured-e-SNLI/assigned_samples_training.csv` (90 pairs, file order).
 
 Word rule for a marked field: split on whitespace; a token containing `*` is a rationale word and every `*` is
-removed from it; tokens that become empty are dropped; words are lower-cased. Punctuation stays attached
-(`*lunch.*` -> `lunch.`). `Example.words` is the premise, `Example.pair_words` the hypothesis, and
-`Example.rationale` covers premise + hypothesis words.
+removed from it; tokens that become empty are dropped; words are lower-cased. Punctuation glued to the edges
+of a highlighted token is split off as separate *non-rationale* words (`*lunch.*` -> `lunch` (rationale),
+`.` (not)): annotators highlight words, and the sentence-final period or a comma they dragged along is no
+evidence. The reference strips the "." from highlighted words (digest §1.6); splitting it off instead keeps
+the text, so the word pieces are unchanged (BERT-style tokenizers split edge punctuation anyway) and only
+the rationale flags of those punctuation pieces change. Before issue 29 the "." piece counted as rationale.
+Unhighlighted tokens keep their punctuation attached. `Example.words` is the premise, `Example.pair_words`
+the hypothesis, and `Example.rationale` covers premise + hypothesis words.
 """
 
 from __future__ import annotations
 
 import csv
+import string
 from pathlib import Path
 
 from uimer.data.textio import read_lines, text_stream
@@ -27,6 +33,7 @@ REQUIRED_COLUMNS = ("gold_label", "Sentence1_marked_1", "Sentence2_marked_1")
 UIMER_POOL = Path("train_pool") / "UIMER" / "view_data.txt"
 STRUCTURED_POOL = Path("train_pool") / "Structured-e-SNLI" / "assigned_samples_training.csv"
 RECORD_SEPARATOR = "--------------"
+PUNCTUATION = frozenset(string.punctuation)
 VIEW_DATA_FIELDS = ("gold_label", "Sentence1", "Sentence2", "Sentence1_marked_1", "Sentence2_marked_1")
 
 
@@ -44,6 +51,18 @@ def esnli_dir(data_dir: Path) -> Path:
     return candidate
 
 
+def _split_edge_punctuation(word: str) -> tuple[str, str, str]:
+    """(leading punctuation, core, trailing punctuation); an all-punctuation word is all core."""
+    start, end = 0, len(word)
+    while start < end and word[start] in PUNCTUATION:
+        start += 1
+    while end > start and word[end - 1] in PUNCTUATION:
+        end -= 1
+    if start == end:
+        return "", word, ""
+    return word[:start], word[start:end], word[end:]
+
+
 def parse_marked(text: str) -> tuple[list[str], list[int]]:
     """Words and 0/1 rationale flags of a `*_marked_k` field (see the module docstring for the rule)."""
     words: list[str] = []
@@ -52,8 +71,15 @@ def parse_marked(text: str) -> tuple[list[str], list[int]]:
         word = token.replace("*", "").lower()
         if not word:
             continue
-        words.append(word)
-        flags.append(1 if "*" in token else 0)
+        if "*" not in token:
+            words.append(word)
+            flags.append(0)
+            continue
+        lead, core, trail = _split_edge_punctuation(word)
+        for part, flag in ((lead, 0), (core, 1), (trail, 0)):
+            if part:
+                words.append(part)
+                flags.append(flag)
     return words, flags
 
 

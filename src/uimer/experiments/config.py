@@ -282,12 +282,17 @@ def _check_train(train: Any, key: str, where: _Where) -> dict:
             raise where.error(f"{key}.{name}", f"unknown training field (known: {', '.join(TRAIN_KEYS)})")
         kind = kinds[name]
         if name == "warmup_epochs":
-            if value in ("task", "task-trained"):
-                checked[name] = "task"
-                continue
-            value = _coerce(value, float, f"{key}.{name}", where)
-            if value < 0:
-                raise where.error(f"{key}.{name}", "must be >= 0 (or 'task')")
+            from uimer.training.trainer import parse_warmup
+
+            if isinstance(value, bool):
+                raise where.error(f"{key}.{name}", f"expected a number, got {value!r}")
+            try:
+                value = parse_warmup(value)
+            except (TypeError, ValueError):
+                raise where.error(f"{key}.{name}", f"must be epochs >= 0, 'F*' (a share of all batches, "
+                                  f"0 <= F <= 1) or 'task', got {value!r}") from None
+            checked[name] = value
+            continue
         elif kind in ("int", int):
             value = _coerce(value, int, f"{key}.{name}", where)
         elif kind in ("float", float):
@@ -393,17 +398,44 @@ class Grid:
     overrides: dict
     cost: dict = field(default_factory=dict)
 
-    def cell(self, variant: str, setting: str) -> Cell:
-        entry = self.methods[variant]
+    def _merged(self, entry: MethodEntry | None, setting: str) -> dict:
         merged: dict = {}
-        for layer in (RUN_DEFAULTS, self.defaults, self.settings[setting], entry.fields,
-                      entry.per_setting.get(setting, {}), self.overrides):
+        layers = (RUN_DEFAULTS, self.defaults, self.settings[setting],
+                  entry.fields if entry else {}, entry.per_setting.get(setting, {}) if entry else {}, self.overrides)
+        for layer in layers:
             merged = deep_merge(merged, layer)
         merged.setdefault("train", {})
         merged.setdefault("options", {})
         merged.setdefault("resources", {})
+        return merged
+
+    def cell(self, variant: str, setting: str) -> Cell:
+        entry = self.methods[variant]
+        merged = self._merged(entry, setting)
+        if entry.family == "dm":
+            self._baseline_warmup(merged, setting)
         paper = entry.paper_per_setting.get(setting, entry.paper)
         return Cell(variant, entry.method, entry.family, entry.label, setting, paper, merged)
+
+    def _baseline_warmup(self, merged: dict, setting: str) -> None:
+        """A DM cell warms up with the baseline's lr, batch size, max epochs and patience (the paper's phase 1
+        is a separately trained task model): they become --dm-warmup-* options wherever they differ from the
+        DM row's, unless the cell sets those options itself. The baseline is the grid's `baseline` variant
+        (else its first baseline-method variant, else the setting's own training fields)."""
+        base_entry = self.methods.get("baseline")
+        if base_entry is None or base_entry.method != "baseline":
+            base_entry = next((e for e in self.methods.values() if e.method == "baseline"), None)
+        base_train = self._merged(base_entry, setting)["train"]
+        defaults = TrainConfig()
+        options = merged["options"]
+        for name in ("lr", "batch_size", "max_epochs", "patience"):
+            option = f"dm_warmup_{name}"
+            if options.get(option) is not None:
+                continue
+            mine = merged["train"].get(name, getattr(defaults, name))
+            theirs = base_train.get(name, getattr(defaults, name))
+            if theirs != mine:
+                options[option] = theirs
 
     def cells(self, only_settings: list[str] | None = None, only_methods: list[str] | None = None) -> list[Cell]:
         """Cells in (setting, method) order, filtered; unknown filter names are errors.

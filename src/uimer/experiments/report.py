@@ -5,10 +5,17 @@ What counts: a run file counts for its cell when its fingerprint is the one the 
 Without any plan every run file counts. Scores are test scores at the best dev epoch, in %; "mean ± std"
 is over seeds with the sample (ddof = 1) standard deviation, as the paper's Table 9.
 
-Targets (issue 6), per low-resource column (every column but the full-data ones): the best variant of each
-UIMER family (GB, IM, DM) has a mean >= our baseline's; the best UIMER variant overall beats our baseline by
-at least half the paper's margin, where the paper's margin is its best UIMER mean in that column (over all
-of its UIMER rows) minus its baseline.
+Gains are paired (issue 29): the same seed draws the same few-shot subset, so every method is compared with
+the baseline seed by seed (`uimer.experiments.stats`): the mean paired delta, its 95 % t-interval, and wins
+and losses over the seeds; `†` marks an interval that excludes 0.
+
+Selection is on dev, never on test: the "best variant" of a family and the "best UIMER" of a column are the
+complete cells with the highest *mean dev score* (ties: the earlier row); their test deltas are reported.
+
+Targets (issues 6 and 29), per low-resource column (every column but the full-data ones): the dev-chosen
+variant of each UIMER family (GB, IM, DM) has a significant paired gain over our baseline; the dev-chosen
+best UIMER variant overall has a significant gain of at least half the paper's margin, where the paper's
+margin is its best UIMER mean in that column (over all of its UIMER rows) minus its baseline.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from pathlib import Path
 
 from uimer.errors import UimerError
 from uimer.experiments.config import load_paper_results
-from uimer.experiments.sweep import FAILED, PLANS, RUNS, read_json, write_text_atomic
+from uimer.experiments.stats import PairedDelta, format_delta, paired_delta
+from uimer.experiments.sweep import FAILED, PLANS, RUNS, read_json, read_step_log, write_text_atomic
 
 FAMILIES = ("gb", "im", "dm")
+NOTES = "NOTES.md"  # optional, in the results directory: included in the report after the targets
 FAMILY_NAMES = {"gb": "UIMER-GB", "im": "UIMER-IM", "dm": "UIMER-DM"}
 
 
@@ -36,6 +45,7 @@ class CellStats:
     tests: list[float]  # in %
     seeds: list[int]
     expected: int | None = None  # seeds the plan expects (None: no plan)
+    devs: list[float | None] = field(default_factory=list)  # in %, aligned with tests (None: not recorded)
 
     @property
     def n(self) -> int:
@@ -52,6 +62,15 @@ class CellStats:
     @property
     def complete(self) -> bool:
         return self.expected is None or self.n >= self.expected
+
+    @property
+    def dev_mean(self) -> float | None:
+        """Mean dev score (%) at the selected epochs: what variants are chosen by."""
+        devs = [d for d in self.devs if d is not None]
+        return statistics.fmean(devs) if devs and len(devs) == self.n else None
+
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.tests, strict=True))
 
 
 @dataclass
@@ -88,6 +107,24 @@ class ResultsView:
     def paper_std(self, row: Row, column: str) -> float | None:
         key = row.paper.get(column)
         return self.paper["methods"].get(key, {}).get("std", {}).get(column) if key else None
+
+    def paired(self, variant: str, column: str) -> PairedDelta | None:
+        """The variant minus the baseline in this column, seed by seed (None without shared seeds)."""
+        cell, base = self.cell(variant, column), self.cell(self.baseline, column) if self.baseline else None
+        if cell is None or base is None or variant == self.baseline:
+            return None
+        return paired_delta(cell.by_seed(), base.by_seed())
+
+    def dev_choice(self, column: str, families: tuple[str, ...]) -> str | None:
+        """The complete cell of these families with the highest mean dev score (ties: the earlier row)."""
+        best: tuple[float, str] | None = None
+        for row in self.rows:
+            cell = self.cell(row.variant, column)
+            if row.family not in families or cell is None or not cell.complete or cell.dev_mean is None:
+                continue
+            if best is None or cell.dev_mean > best[0]:
+                best = (cell.dev_mean, row.variant)
+        return best[1] if best else None
 
 
 def _column_order(columns: set[str], paper: dict) -> list[str]:
@@ -139,6 +176,7 @@ def load_view(results: Path) -> ResultsView:
         cell = cells.setdefault(key, CellStats(*key, [], []))
         cell.tests.append(100 * float(record["test"]))
         cell.seeds.append(int(record["seed"]))
+        cell.devs.append(100 * float(record["dev"]) if record.get("dev") is not None else None)
     expected_by_cell: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in expected.values():
         expected_by_cell[(run["variant"], run["column"])].append(run)
@@ -279,13 +317,20 @@ def seconds_matrix(view: ResultsView) -> list[str]:
     return _table(["method", *view.columns], rows)
 
 
+def _choice_text(view: ResultsView, variant: str, column: str) -> str:
+    cell = view.cell(variant, column)
+    return (f"{variant} (dev {_f(cell.dev_mean)}) test {_f(cell.mean)}, "
+            f"Δ {format_delta(view.paired(variant, column))}")
+
+
 def target_lines(view: ResultsView) -> list[str]:
-    """The issue's targets per low-resource column, one line each, plus a tally."""
+    """The targets per low-resource column, one line each, plus a tally. Variants are chosen by mean dev
+    score; a gain counts only where its paired 95 % interval lies above 0."""
     base = view.baseline
     if base is None:
         return ["- no baseline runs: the targets cannot be checked"]
     paper_methods = view.paper["methods"]
-    lines, family_ok, family_all, margin_ok, margin_all = [], 0, 0, 0, 0
+    lines, family_ok, family_all, margin_ok, margin_all, best_sig, best_all = [], 0, 0, 0, 0, 0, 0
     for column in view.columns:
         if column.endswith("-full"):
             continue
@@ -298,40 +343,79 @@ def target_lines(view: ResultsView) -> list[str]:
             lines.append(f"- **{column}**: baseline incomplete ({base_cell.n} seeds): not checked{note}")
             continue
         parts = [f"baseline {_f(base_cell.mean)}"]
-        best_overall: tuple[float, str] | None = None
         for family in FAMILIES:
             # Only complete cells compete: a mean over fewer seeds than the baseline's is not comparable.
-            cells = [(view.cell(r.variant, column), r.variant) for r in view.rows if r.family == family]
-            candidates = [(cell.mean, variant) for cell, variant in cells
-                          if cell is not None and cell.complete and cell.mean is not None]
-            if not candidates:
+            variant = view.dev_choice(column, (family,))
+            if variant is None:
                 parts.append(f"{FAMILY_NAMES[family]}: no complete cell")
                 continue
-            mean, variant = max(candidates)
-            ok = mean >= base_cell.mean
+            delta = view.paired(variant, column)
+            ok = delta is not None and delta.significant_gain
             family_all += 1
             family_ok += ok
-            parts.append(f"{FAMILY_NAMES[family]} best {variant} {_f(mean)} ({_f(mean - base_cell.mean, sign=True)}) "
-                         f"{'✅' if ok else '❌'}")
-            if best_overall is None or mean > best_overall[0]:
-                best_overall = (mean, variant)
+            parts.append(f"{FAMILY_NAMES[family]} {_choice_text(view, variant, column)} {'✅' if ok else '❌'}")
+        best = view.dev_choice(column, FAMILIES)
+        if best is not None:
+            delta = view.paired(best, column)
+            best_all += 1
+            best_sig += delta is not None and delta.significant_gain
+            parts.append(f"best UIMER by dev: {best}")
         paper_base = paper_methods.get("baseline", {}).get("mean", {}).get(column)
         paper_uimer = [(m["mean"][column], k) for k, m in paper_methods.items()
                        if m.get("family") in FAMILIES and column in m.get("mean", {})]
-        if best_overall is not None and paper_base is not None and paper_uimer:
+        if best is not None and paper_base is not None and paper_uimer:
             paper_best, paper_key = max(paper_uimer)
             need = (paper_best - paper_base) / 2
-            gain = best_overall[0] - base_cell.mean
-            ok = gain >= need
+            delta = view.paired(best, column)
+            gain = delta.mean if delta is not None else math.nan
+            ok = delta is not None and delta.significant_gain and gain >= need
             margin_all += 1
             margin_ok += ok
-            parts.append(f"best UIMER {best_overall[1]} {_f(gain, sign=True)} vs required {_f(need, sign=True)} "
-                         f"(half the paper's {_f(paper_best - paper_base, sign=True)}, paper best {paper_key}) "
+            parts.append(f"its gain {_f(gain, sign=True)} vs required {_f(need, sign=True)} "
+                         f"(half the paper's {_f(paper_best - paper_base, sign=True)}, paper best {paper_key}), "
+                         f"significant: {'yes' if delta is not None and delta.significant_gain else 'no'} "
                          f"{'✅' if ok else '❌'}")
         lines.append(f"- **{column}**: " + "; ".join(parts) + note)
-    lines.append(f"- **tally**: family best ≥ baseline in {family_ok}/{family_all} (column, family) pairs; "
-                 f"margin target met in {margin_ok}/{margin_all} columns")
+    lines.append(f"- **tally**: dev-chosen family variant with a significant gain in {family_ok}/{family_all} "
+                 f"(column, family) pairs; dev-chosen best UIMER with a significant gain in {best_sig}/{best_all} "
+                 f"columns; margin target (significant and ≥ half the paper's margin) met in "
+                 f"{margin_ok}/{margin_all} columns")
     return lines
+
+
+def paired_table(view: ResultsView) -> list[str]:
+    """Every variant minus the baseline, seed by seed: mean [95 % t-interval] wins–losses, † if it excludes 0.
+    `◆` marks the family's dev-chosen variant of the column, `★` the column's dev-chosen best UIMER."""
+    rows = []
+    for row in view.rows:
+        if row.variant == view.baseline:
+            continue
+        cells = []
+        for column in view.columns:
+            delta = view.paired(row.variant, column)
+            if delta is None:
+                cells.append("")
+                continue
+            marks = ""
+            if row.family in FAMILIES and view.dev_choice(column, (row.family,)) == row.variant:
+                marks += " ◆"
+            if view.dev_choice(column, FAMILIES) == row.variant:
+                marks += " ★"
+            cells.append(format_delta(delta) + marks)
+        rows.append([row.variant, *cells])
+    return _table(["method", *view.columns], rows)
+
+
+def dev_table(view: ResultsView) -> list[str]:
+    """Mean dev score (%) at the selected epochs: what the dev-based choices above read."""
+    rows = []
+    for row in view.rows:
+        cells = []
+        for column in view.columns:
+            cell = view.cell(row.variant, column)
+            cells.append(_f(cell.dev_mean) if cell is not None and cell.dev_mean is not None else "")
+        rows.append([row.variant, *cells])
+    return _table(["method", *view.columns], rows)
 
 
 def budget_lines(results: Path, view: ResultsView) -> list[str]:
@@ -379,15 +463,14 @@ def budget_lines(results: Path, view: ResultsView) -> list[str]:
 # -- figures ---------------------------------------------------------------------------------------------
 def _warmup(record: dict) -> float | str:
     value = ((record.get("spec") or {}).get("config") or {}).get("warmup_epochs", 0)
-    return value if value == "task" else float(value or 0)
+    return value if isinstance(value, str) else float(value or 0)  # "task", "0.1*" or epochs
 
 
 def _read_steps(results: Path, record: dict) -> list[dict]:
-    path = results / Path(record["_path"]).parent / "logs" / f"seed{record['seed']}-steps.jsonl"
-    if not path.exists():
-        return []
+    """The run's step log, stored compressed (`.jsonl.gz`) or, from older sweeps, as plain `.jsonl`."""
+    text = read_step_log(results / Path(record["_path"]).parent / "logs" / f"seed{record['seed']}-steps.jsonl")
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             out.append(json.loads(line))
         except ValueError:
@@ -521,7 +604,21 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
         lines.append("")
         lines.append(f"Model selection in {', '.join(sorted(columns))} used a seeded, label-stratified subset of "
                      f"{size} dev examples (the paper selects on the whole dev set).")
-    lines += ["", "## Targets (low-resource columns)", "", *target_lines(view), *budget_lines(results, view)]
+    lines += ["", "## Targets (low-resource columns)", "",
+              "Variants are chosen by mean dev score, never by test. Δ: the variant's test minus the baseline's, "
+              "seed by seed (same seed = same few-shot subset): mean [95 % t-interval] wins–losses; † marks an "
+              "interval that excludes 0. A gain counts only where its interval lies above 0.", "",
+              *target_lines(view), *budget_lines(results, view)]
+    notes = Path(results) / NOTES
+    if notes.is_file():  # hand-written context for these runs (e.g. code changed since), shown verbatim
+        lines += ["", f"## Notes on these runs ({NOTES})", "", notes.read_text().strip()]
+    lines += ["", "## Paired deltas against the baseline (test, %)", "",
+              "Each cell: mean of (variant − baseline) over the seeds both have [95 % t-interval] wins–losses"
+              "(–ties); † the interval excludes 0; ◆ the family's variant chosen by mean dev in this column; "
+              "★ the column's best UIMER variant chosen by mean dev.", "", *paired_table(view)]
+    lines += ["", "## Mean dev score at the selected epochs (%)", "",
+              "What the dev-based choices read (dev is a seeded 1000-example subset where noted above).", "",
+              *dev_table(view)]
     lines += ["", "## Table 2 layout: our mean (paper's mean) and our delta against our baseline", "",
               "Each cell: our mean over seeds, the paper's Table 2 mean in parentheses, then our mean minus our "
               "own baseline's in the same column. `*` marks a cell with fewer seeds than planned, `—` a planned "

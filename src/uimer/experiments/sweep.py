@@ -3,7 +3,8 @@
 Layout of a results directory::
 
     DIR/runs/<task>/<setting>/<variant>/seed<S>.json          one finished run (SeedResult + metadata)
-    DIR/runs/<task>/<setting>/<variant>/logs/seed<S>-steps.jsonl   its per-step log (L_task, L_int, lr)
+    DIR/runs/<task>/<setting>/<variant>/logs/seed<S>-steps.jsonl.gz   its per-step log (L_task, L_int, lr),
+                                                                      gzip-compressed (see `read_step_log`)
     DIR/failed/<task>/<setting>/<variant>/seed<S>.json        the last error of a run that failed (removed on success)
     DIR/plans/<grid name>.json                                every run the grid expects (for the report)
     DIR/sweeps.jsonl                                          one line per sweep invocation (wall-clock)
@@ -41,6 +42,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import fcntl
+import gzip
 import json
 import logging
 import math
@@ -57,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uimer.atomic import write_json_atomic as _write_json
-from uimer.atomic import write_text_atomic
+from uimer.atomic import write_text_atomic  # noqa: F401 - re-exported for the report
 from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import Cell, Grid, column_name
 from uimer.training.runner import RunSpec
@@ -104,7 +106,7 @@ class PlannedRun:
 
     @property
     def steps_relpath(self) -> Path:
-        return self.run_dir / "logs" / f"seed{self.seed}-steps.jsonl"
+        return self.run_dir / "logs" / f"seed{self.seed}-steps.jsonl.gz"
 
     @property
     def checkpoint_relpath(self) -> Path:
@@ -344,9 +346,32 @@ def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -
     return {"record": record, "steps": steps}
 
 
+def write_step_log(path: Path, text: str) -> None:
+    """A step log, gzip-compressed and reproducible (no name or time in the header), written atomically.
+    Raw JSONL step logs were most of a results directory's size (131k lines for one grid)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def read_step_log(path: Path) -> str:
+    """The text of a step log stored as `X.jsonl.gz` or `X.jsonl` (either name may be given); "" if absent."""
+    path = Path(path)
+    plain = path.with_name(path.name.removesuffix(".gz"))
+    packed = plain.with_name(plain.name + ".gz")
+    if packed.exists():
+        return gzip.decompress(packed.read_bytes()).decode("utf-8")
+    if plain.exists():
+        return plain.read_text()
+    return ""
+
+
 def store_result(results: Path, run: PlannedRun, output: dict) -> dict:
     """The driver's half: step log first, then the run file (whose presence means 'done')."""
-    write_text_atomic(results / run.steps_relpath, output.get("steps", ""))
+    write_step_log(results / run.steps_relpath, output.get("steps", ""))
     record = output["record"]
     if record.get("fingerprint") != run.fingerprint:  # an injected run function must not lie about its run
         raise SweepError(f"{run.name}: the run returned fingerprint {record.get('fingerprint')}, "

@@ -55,7 +55,11 @@ Design decisions (vs. the reference, digest §6 and §9 items 1-3, 9-12, 20):
   ranges (zero gradient there: a rationale gate stuck at 0 gives loss 1 and no signal). Both are monotone
   in the logits, so the extractor's ranking is the same. Neither uses the sampled gates (bug §9.12).
 - Eq. 7: per example sum_{t in R} min(a_t / M - 1, 0)^2 with M = max over *real* non-rationale pieces
-  (floored at 1e-6), averaged over examples with rationales (an all-rationale example contributes 0).
+  (floored at 1e-6), *summed* over the batch (an all-rationale example contributes 0). The sum is the
+  reference's reduction (digest §6.4), and the paper's DM alphas (Tables 6-8) were tuned on it: an average
+  over the examples with rationales made our L_int about B * coverage (16-24x at B = 24) weaker than those
+  alphas assume (issue 29: slot-1's model phase started at L_task 0.76 against alpha * L_int 0.75). So the
+  published alphas mean what they meant, and L_int, like the reference's, grows with the batch size.
 - The model-phase L_int reads the hidden states from a separate forward with dropout off (the extractor was
   trained on the dropout-free model, so its scores interpret that model), while L_task uses the usual
   training forward with dropout on (the reference had dropout off everywhere, bug §9.11). The gradient of
@@ -149,12 +153,11 @@ def gate_scores(gate_logits: torch.Tensor, mode: str = "keep-prob") -> torch.Ten
 def dm_margin_loss(
     scores: torch.Tensor, rationale: torch.Tensor, real_mask: torch.Tensor, floor: float = MAX_FLOOR
 ) -> torch.Tensor:
-    """L_int of Eq. 7 averaged over examples with rationales; the maximum is over real non-rationale pieces."""
+    """L_int of Eq. 7 summed over the batch, as the reference (the paper's alphas assume the sum); the maximum
+    is over real non-rationale pieces."""
     is_rationale = (rationale > 0) & real_mask
     non_rationale = real_mask & ~is_rationale
-    has_rationale = is_rationale.any(1)
-    count = has_rationale.sum()
-    if int(count) == 0:
+    if not bool(is_rationale.any()):
         return zero_loss(scores)
     has_non = non_rationale.any(1, keepdim=True)
     top = scores.masked_fill(~non_rationale, -math.inf).amax(1, keepdim=True)
@@ -162,7 +165,7 @@ def dm_margin_loss(
     terms = ((scores / top - 1).clamp(max=0.0) ** 2 * is_rationale.to(scores.dtype)).sum(1)
     # Without any non-rationale piece there is nothing to rank against: the example contributes 0.
     terms = terms * has_non.squeeze(1).to(scores.dtype)
-    return terms.sum() / count.to(scores.dtype)
+    return terms.sum()
 
 
 # -- the extractor --------------------------------------------------------------------------------------
@@ -478,6 +481,11 @@ class DMOptions:
     hidden_layer: int | None = None
     score: str = "keep-prob"
     test_curve: bool = True
+    # The warm-up (phase 1) is the baseline's task model: its own training settings, None = the row's.
+    warmup_lr: float | None = None
+    warmup_batch_size: int | None = None
+    warmup_max_epochs: int | None = None
+    warmup_patience: int | None = None
 
     @classmethod
     def from_options(cls, options: dict) -> DMOptions:
@@ -502,6 +510,13 @@ class DMOptions:
             hidden_layer=None if options.get("dm_hidden_layer") is None else int(options["dm_hidden_layer"]),
             score=str(pick("dm_score", d.score)),
             test_curve=not bool(pick("dm_no_test_curve", False)),
+            warmup_lr=None if options.get("dm_warmup_lr") is None else float(options["dm_warmup_lr"]),
+            warmup_batch_size=None if options.get("dm_warmup_batch_size") is None
+            else int(options["dm_warmup_batch_size"]),
+            warmup_max_epochs=None if options.get("dm_warmup_max_epochs") is None
+            else int(options["dm_warmup_max_epochs"]),
+            warmup_patience=None if options.get("dm_warmup_patience") is None
+            else int(options["dm_warmup_patience"]),
         )
         if opts.gate not in GATES:
             raise ConfigError(f"--dm-gate must be one of {', '.join(GATES)}, not {opts.gate!r}")
@@ -512,7 +527,19 @@ class DMOptions:
                               "--extractor-min-steps >= 0")
         if opts.lr_extractor <= 0 or opts.lr_alpha <= 0 or opts.round_lr_decay <= 0:
             raise ConfigError("--lr-extractor, --dm-lr-alpha and --round-lr-decay must be > 0")
+        for flag, value in (("--dm-warmup-lr", opts.warmup_lr), ("--dm-warmup-batch-size", opts.warmup_batch_size),
+                            ("--dm-warmup-max-epochs", opts.warmup_max_epochs)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{flag} must be > 0")
+        if opts.warmup_patience is not None and opts.warmup_patience < 0:
+            raise ConfigError("--dm-warmup-patience must be >= 0")
         return opts
+
+    def warmup_overrides(self) -> dict:
+        """TrainConfig fields the warm-up takes from the baseline instead of the DM row."""
+        pairs = (("lr", self.warmup_lr), ("batch_size", self.warmup_batch_size),
+                 ("max_epochs", self.warmup_max_epochs), ("patience", self.warmup_patience))
+        return {name: value for name, value in pairs if value is not None}
 
 
 @register_cli_options("DiffMask extractor (dm-*)")
@@ -537,6 +564,14 @@ def _dm_cli(group) -> None:
                        help="scores for L_int/attribution: P(piece kept) (smooth) or the clamped test-time gate")
     group.add_argument("--dm-no-test-curve", action="store_true",
                        help="skip the per-round test evaluation (Fig. 4 curve); test is still scored at the end")
+    group.add_argument("--dm-warmup-lr", type=float, default=None,
+                       help="LR of the warm-up task model (default: --lr; grids set the baseline's)")
+    group.add_argument("--dm-warmup-batch-size", type=int, default=None,
+                       help="batch size of the warm-up (default: --batch-size; grids set the baseline's)")
+    group.add_argument("--dm-warmup-max-epochs", type=int, default=None,
+                       help="max epochs of the warm-up (default: --max-epochs; grids set the baseline's)")
+    group.add_argument("--dm-warmup-patience", type=int, default=None,
+                       help="early-stopping patience of the warm-up (default: --patience; grids set the baseline's)")
 
 
 class DiffMaskMethod(InterpretationMethod):

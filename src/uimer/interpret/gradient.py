@@ -23,9 +23,12 @@ Design decisions (vs. the reference code, see the reference digest §4 and §9 i
   LayerNorm right after the embeddings).
 - Huang: g_{b,t} = ||dL_b/de_{b,t}||_1 with L_b example b's own task loss (CE or CRF NLL), s = g normalised
   over *real* word pieces only ([CLS]/[SEP]/padding excluded, also from the order loss's maximum).
-  Every variant is reduced by the mean over examples with rationales (the reference summed base/order over
-  the batch and averaged the gate variants over the whole batch, so alpha meant different things per variant
-  and per batch size).
+  Reductions follow the reference (digest §4.2), because the only alpha we have for GB is the reference's
+  --feng_weight default 1.0, which was set against them: base and order are *summed* over the batch; the
+  gate variants are *averaged over the whole batch* (examples without rationales count, with 0). An earlier
+  version averaged every variant over the examples with rationales: that left base/order about
+  B * coverage (~20x at B = 24) weaker than alpha = 1 assumes (issue 29: in slot-1 L_int sat flat at ~0.24
+  beside a CRF loss of 15-40), and the gate variants ~1/coverage (<= 1.25x) stronger.
 - Huang's gate multiplies the *base* loss (target 1/k) by z_b ~ Bernoulli(1 - p_b): Huang et al.'s gate
   only decides *whether* an example's rationale loss is applied (to skip non-helpful rationales); it does
   not change what that loss is. The reference's target 1 in the gate variant has the same optimum (all mass
@@ -64,6 +67,14 @@ _GATE_SEED_SALT = 0x6A7E_5EED  # decorrelates the gate stream from torch.manual_
 def rationale_positions(rationale: torch.Tensor, real_mask: torch.Tensor) -> torch.Tensor:
     """(B, L) bool: real word pieces marked as rationale (specials and padding never are)."""
     return (rationale > 0) & real_mask
+
+
+def huang_reduce(variant: str, terms: torch.Tensor) -> torch.Tensor:
+    """The reference's reduction of per-example Huang terms: a batch sum for base/order, a batch mean
+    (every example counts) for the gate variants."""
+    if variant.startswith("gate"):
+        return terms.mean() if terms.numel() else terms.new_zeros(())
+    return terms.sum()
 
 
 def mean_over_rationale_examples(terms: torch.Tensor, rationale_mask: torch.Tensor) -> torch.Tensor:
@@ -136,7 +147,8 @@ def huang_loss(
     real_mask: torch.Tensor,
     gate: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L_int of a Huang variant from normalised scores; `gate` (B,) 0/1 is required by the gate variants."""
+    """L_int of a Huang variant from normalised scores, reduced as the reference (`huang_reduce`); `gate` (B,)
+    0/1 is required by the gate variants."""
     if variant in ("base", "gate"):
         terms = huang_base_terms(scores, rationale_mask)
     elif variant in ("order", "gate-order"):
@@ -147,7 +159,7 @@ def huang_loss(
         if gate is None:
             raise ValueError(f"variant {variant!r} needs the gate samples z")
         terms = terms * gate.to(terms.dtype)
-    return mean_over_rationale_examples(terms, rationale_mask)
+    return huang_reduce(variant, terms)
 
 
 @register_cli_options("UIMER-GB (gradient-based methods)")

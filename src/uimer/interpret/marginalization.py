@@ -12,12 +12,18 @@ and a_N - a_R = LO(m_R) - LO(m_N), so the loss needs no p(y|x). p(y|x') is the g
 probability from `TaskModel.gold_log_prob`.
 
 Numerics (the reference's m could round to >= 1 and crash with NaN, digest §5.3): everything stays in log
-space, log m = logsumexp_r(log q_r + log p_r) and log(1 - m) = log(-expm1(log m)). The clamp:
-- each log p and log m is floored at `--log-odds-floor` bits (default -83, i.e. m >= 2^-83 ~ 1e-25, the
+space, log m = logsumexp_r(log q_r + log p_r). Classification and NLI also get 1 - m exactly,
+log(1 - m) = logsumexp_r(log q_r + log(1 - p_r)) with log(1 - p) = logsumexp(other logits) - logsumexp(all)
+(`TaskModel.gold_log_complement`), so LO(m) never saturates: for one sentence it is the gold logit's margin
+over the other classes, in bits, with a gradient of 1/ln 2 however confident the model is. (Before issue 29,
+log(1 - m) was log(-expm1(log m)) with log m capped at log(1 - 1e-7): once the model was confident -- p
+within 1e-7 of 1, which few-shot training reaches within a few epochs -- the cap made LO constant and L_int's
+gradient exactly 0.) The clamps:
+- each log p and log(1 - p) is floored at `--log-odds-floor` bits (default -83, i.e. >= 2^-83 ~ 1e-25, the
   reference's lower_bound), so p = 0 (log p = -inf) gives a finite value with zero gradient, as the
-  reference's constant floor did;
-- log m is capped at log(1 - 1e-7): float32 cannot tell a probability closer to 1 from 1 anyway, and the cap
-  keeps log(1 - m) >= log(1e-7), so LO(m) <= 23.25 bits and its gradient 1/(1 - m) <= 1e7 stays finite.
+  reference's constant floor did; LO stays within +-83 bits;
+- slot filling keeps log(1 - m) = log(-expm1(log m)) with the cap m <= 1 - 1e-7 (the complement of a whole
+  tag sequence's CRF probability has no closed form, and p(y|x) of a sequence rarely nears 1).
 
 Cost: all 2K replaced sentences of the batch's rationale examples go through the model in one forward
 (train mode, so with dropout like the task forward), and the loss joins the task loss's graph, so the
@@ -86,6 +92,22 @@ def log_marginal(log_q: torch.Tensor, log_p: torch.Tensor, floor_bits: float = D
     return torch.logsumexp(log_q + log_p.clamp(min=floor_bits * LN2), dim=-1)
 
 
+def log2_odds_exact(log_m: torch.Tensor, log_1mm: torch.Tensor, floor_bits: float = DEFAULT_FLOOR_BITS) -> torch.Tensor:
+    """LO(m) = log2(m / (1 - m)) from log m and an exactly computed log(1 - m), each floored at 2^floor: no cap
+    near m = 1, so the gradient never vanishes there (see the module docstring)."""
+    floor = floor_bits * LN2
+    return (log_m.clamp(min=floor) - log_1mm.clamp(min=floor)) / LN2
+
+
+def gold_log_odds(log_q: torch.Tensor, log_p: torch.Tensor, log_1mp: torch.Tensor | None,
+                  floor_bits: float = DEFAULT_FLOOR_BITS) -> torch.Tensor:
+    """LO of m = sum_r q_r p_r over the last dim: exact when log(1 - p) is known, else the capped form."""
+    log_m = log_marginal(log_q, log_p, floor_bits)
+    if log_1mp is None:
+        return log2_odds(log_m, floor_bits)
+    return log2_odds_exact(log_m, log_marginal(log_q, log_1mp, floor_bits), floor_bits)
+
+
 def margin_loss(lo_r: torch.Tensor, lo_n: torch.Tensor, margin: float) -> torch.Tensor:
     """mean max(a_N - a_R + eps, 0), with a_N - a_R = LO(m_R) - LO(m_N)."""
     return torch.relu(lo_r - lo_n + margin).mean()
@@ -100,8 +122,17 @@ def _slice_batch(batch: Batch, start: int, stop: int) -> Batch:
     return Batch(**{f.name: getattr(batch, f.name)[start:stop] for f in fields(batch)})
 
 
-def _gold_log_prob(model: TaskModel, batch: Batch) -> torch.Tensor:
-    return model.gold_log_prob(model(batch), batch)
+def _gold_log_probs(model: TaskModel, batch: Batch) -> torch.Tensor:
+    """(N, 2) log p and log(1 - p) of the gold output, or (N, 1) log p where the complement is not exact."""
+    logits = model(batch)
+    log_p = model.gold_log_prob(logits, batch)
+    complement = getattr(model, "gold_log_complement", None)  # stand-in models may not have it
+    log_1mp = complement(logits, batch) if complement is not None else None
+    return log_p.unsqueeze(1) if log_1mp is None else torch.stack([log_p, log_1mp], dim=1)
+
+
+def _split(pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return pair[:, 0], (pair[:, 1] if pair.shape[1] > 1 else None)
 
 
 def _option(options: dict, key: str, default):
@@ -260,20 +291,23 @@ class InputMarginalization(InterpretationMethod):
         n, sides, k, length = ids.shape
         repeated = index_batch(batch, rows.repeat_interleave(sides * k))
         replaced = replace(repeated, input_ids=ids.reshape(n * sides * k, length))
-        log_p = self._rows_log_prob(model, replaced).view(n, sides, k)
-        return log2_odds(log_marginal(log_q.to(log_p.dtype), log_p, self.floor_bits), self.floor_bits)
+        log_p, log_1mp = _split(self._rows_log_prob(model, replaced))
+        log_p = log_p.view(n, sides, k)
+        log_1mp = None if log_1mp is None else log_1mp.view(n, sides, k)
+        return gold_log_odds(log_q.to(log_p.dtype), log_p, log_1mp, self.floor_bits)
 
     def _rows_log_prob(self, model: TaskModel, batch: Batch) -> torch.Tensor:
+        """(N, 2) log p, log(1 - p) per replaced sentence ((N, 1) for the CRF), chunked if asked."""
         total = batch.size
         if self.chunk <= 0 or total <= self.chunk:
-            return _gold_log_prob(model, batch)
+            return _gold_log_probs(model, batch)
         parts = []
         for start in range(0, total, self.chunk):
             part = _slice_batch(batch, start, start + self.chunk)
             if torch.is_grad_enabled():
-                parts.append(checkpoint(_gold_log_prob, model, part, use_reentrant=False))
+                parts.append(checkpoint(_gold_log_probs, model, part, use_reentrant=False))
             else:
-                parts.append(_gold_log_prob(model, part))
+                parts.append(_gold_log_probs(model, part))
         return torch.cat(parts)
 
     def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
@@ -281,7 +315,10 @@ class InputMarginalization(InterpretationMethod):
         size = batch.size
         with torch.random.fork_rng(devices=_rng_devices(batch.input_ids.device)), torch.set_grad_enabled(create_graph):
             ids, log_q, rows = self.replacements(batch)
-            lo_p = log2_odds(_gold_log_prob(model, batch), self.floor_bits)
+            log_p, log_1mp = _split(_gold_log_probs(model, batch))
+            zero = torch.zeros_like(log_p).unsqueeze(-1)  # q = 1: LO of p itself
+            lo_p = gold_log_odds(zero, log_p.unsqueeze(-1), None if log_1mp is None else log_1mp.unsqueeze(-1),
+                                 self.floor_bits)
             a_r = torch.zeros_like(lo_p)
             a_n = torch.zeros_like(lo_p)
             if rows.numel():

@@ -108,6 +108,14 @@ class TaskModel(nn.Module):
             return self.crf(logits, batch.tags, mask=self._crf_mask(batch.word_mask), reduction="none")
         return torch.log_softmax(logits, dim=-1).gather(1, batch.labels.unsqueeze(1)).squeeze(1)
 
+    def gold_log_complement(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """log(1 - p(y | x)) computed directly from the other classes' logits, so it stays exact (and
+        differentiable) when p rounds to 1 in float32; None for the CRF, whose complement has no closed form."""
+        if self.crf is not None:
+            return None
+        others = logits.scatter(1, batch.labels.unsqueeze(1), float("-inf"))
+        return torch.logsumexp(others, dim=-1) - torch.logsumexp(logits, dim=-1)
+
     def gold_score(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The scalar per example that saliency is taken of: the gold logit, or the gold CRF log-likelihood."""
         if self.crf is not None:

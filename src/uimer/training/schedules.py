@@ -1,7 +1,11 @@
 """Schedules for extractor-based methods: UIMER-DM one-pass and multi-round (paper §3.3.3, §5.2).
 
 Both start with a warm-up: `fit()` with the baseline, i.e. L_task until early stopping with the best-dev
-weights kept ("round 0"). Then rounds r = 1..R, each
+weights kept ("round 0"). The paper trains this phase as a separate task model, so it runs with the
+baseline's lr, batch size, max epochs and patience (--dm-warmup-*, which grids fill in from the baseline
+cell); only the rounds use the DM row's. (Before issue 29 the warm-up used the row's settings: slot-10
+dm-multi-round's lr 1e-5 left its warm-up at dev F1 0.0 and the cell 19 points below the baseline.)
+Then rounds r = 1..R, each
 1. an extractor phase: --extractor-epochs epochs of L_phi with theta frozen (requires_grad off, outside
    every optimizer, model in eval mode so the extractor explains the deterministic model); a freshly built
    extractor runs whole epochs until at least --extractor-min-steps steps;
@@ -95,9 +99,10 @@ def _order(n: int, shuffle: bool, generator: torch.Generator) -> list[int]:
     return torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
 
 
-def warm_up(context: TrainingContext) -> SeedResult:
-    """L_task until early stopping, best-dev weights loaded: exactly the baseline's `fit()`."""
-    config = replace(context.config, warmup_epochs=0.0)
+def warm_up(context: TrainingContext, overrides: dict | None = None) -> SeedResult:
+    """L_task until early stopping, best-dev weights loaded: exactly the baseline's `fit()`, with the
+    baseline's training settings (`overrides`, from DMOptions.warmup_overrides) where they differ."""
+    config = replace(context.config, warmup_epochs=0.0, **(overrides or {}))
 
     def step_log(entry: dict) -> None:
         context.step_log({"round": 0, "phase": "warmup", **entry})
@@ -186,7 +191,7 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
     saved = context.checkpoint.take() if context.checkpoint is not None else None
     if saved is None:
         history: list[dict] = []
-        warm = warm_up(context)
+        warm = warm_up(context, dm.warmup_overrides())
         for entry in warm.history:
             history.append(record(0, "warmup", epoch=entry["epoch"], dev=entry["dev"], l_task=entry["l_task"]))
         history.append(record(0, "round", dev=warm.dev, test=warm.test, best_dev=warm.dev))
