@@ -150,7 +150,7 @@ def huang_loss(
     return mean_over_rationale_examples(terms, rationale_mask)
 
 
-@register_cli_options("UIMER-GB (gradient-based methods)")
+@register_cli_options("UIMER-GB (gradient-based methods)", family="gb", only={"ghaeini_saliency": ("gb-ghaeini",)})
 def add_gb_options(group) -> None:
     group.add_argument(
         "--ghaeini-saliency", choices=GHAEINI_SALIENCIES, default=GHAEINI_SALIENCIES[0],
