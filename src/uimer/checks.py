@@ -84,3 +84,29 @@ class Domain:
 POSITIVE_INT = Domain(int, 1)
 NON_NEGATIVE_INT = Domain(int, 0)
 SEED = Domain(int, 0, 2**32 - 1)
+
+
+def check_device(name: str | None, flag: str = "--device") -> str:
+    """The device to train on, checked before anything loads ('auto'/None: cuda when usable, else cpu)."""
+    import torch
+
+    from uimer.errors import ConfigError
+
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{flag} {name!r} is not a device: use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{flag} {name}: CUDA is not available here (a CPU-only torch build or no GPU "
+                              "visible); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{flag} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{flag} {name}: MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"{flag} {name!r}: unsupported device type {device.type!r} (cpu, cuda, cuda:N, mps)")
+    return str(name)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from uimer.atomic import DirLock
-from uimer.checks import SEED, Domain
+from uimer.checks import SEED, Domain, check_device  # noqa: F401 - check_device is re-exported
 from uimer.data.encoding import encode_examples
 from uimer.data.types import TaskData, TaskKind
 from uimer.errors import ConfigError, DataError, OutputError, UimerWarning, describe_os_error
@@ -61,28 +61,6 @@ def behaviour_versions(method: str) -> dict[str, str]:
     spec = METHODS.get(method)
     return {"trainer": TRAINER_VERSION,
             "method": str(getattr(spec.factory, "version", IMPLICIT_VERSION)) if spec else IMPLICIT_VERSION}
-
-
-def check_device(name: str | None, flag: str = "--device") -> str:
-    """The device to train on, checked before anything loads ('auto'/None: cuda when usable, else cpu)."""
-    if name in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"{flag} {name!r} is not a device: use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{flag} {name}: CUDA is not available here (a CPU-only torch build or no GPU "
-                              "visible); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"{flag} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"{flag} {name}: MPS is not available here; use --device cpu")
-    elif device.type != "cpu":
-        raise ConfigError(f"{flag} {name!r}: unsupported device type {device.type!r} (cpu, cuda, cuda:N, mps)")
-    return str(name)
 
 
 @dataclass
