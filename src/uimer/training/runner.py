@@ -140,8 +140,10 @@ class RunSpec:
         if self.method != "baseline" and not isinstance(warmup, str) and warmup >= self.config.max_epochs:
             raise ConfigError(f"--warmup-epochs {warmup:g} >= --max-epochs {self.config.max_epochs}: L_int would "
                               "never be switched on")
-        if self.rationale_file is not None and not str(self.rationale_file).strip():
-            raise ConfigError("--rationale-file is an empty path")
+        if self.rationale_file is not None and not Path(self.rationale_file).expanduser().is_file():
+            raise ConfigError(f"--rationale-file {self.rationale_file}: no such file")
+        if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
+            raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
         create_method(self.method, self.config.method_options)  # the method's own option checks
 
 
