@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uimer.atomic import open_atomic
+from uimer.atomic import open_atomic, write_text_atomic
 from uimer.errors import UimerWarning
 
 log = logging.getLogger("uimer.checkpoint")
@@ -138,8 +138,11 @@ def open_step_log(path: Path, checkpoint: SeedCheckpoint | None):
     if state is not None and path.exists():
         with path.open() as old:
             kept = [line for _, line in zip(range(checkpoint.log_lines), old, strict=False)]
-    handle = path.open("w")
-    handle.writelines(kept)
+    # The cut-back log replaces the old one atomically and durably before anything is appended: truncating in place
+    # and rewriting through a buffer lost the kept lines when a SIGKILL came before the next save's flush (the
+    # checkpoint on disk still counted them), so the resumed seed's log then lacked its first epochs.
+    write_text_atomic(path, "".join(kept))
+    handle = path.open("a")
     if checkpoint is not None:
         checkpoint.log_lines = len(kept)
         checkpoint.log_handle = handle
