@@ -93,6 +93,13 @@ row("evaluate-rationales --top-k 0", ["evaluate-rationales", "--model", "{T}/m",
 row("explain --batch-size 0", ["explain", "--model", "{T}/m", "--batch-size", "0", "hi"], "--batch-size")
 row("predict --model missing", ["predict", "--model", "{T}/nomodel", "hello"], "nomodel")
 row("report on a missing folder", ["report", "{T}/noresults"], "noresults")
+row("report --output that cannot be written", ["report", "{T}/results-empty", "--output", "/proc/uimer-no/R.md"],
+    "/proc/uimer-no/R.md")
+row("mlm train --out that cannot be created", ["mlm", "train", "--task", "snips-intent", "--out", "/proc/uimer-no/m"],
+    "--out")
+row("train im-mlm without --mlm", [*TRAIN, "--method", "im-mlm"], "--mlm")
+row("train im-mlm --mlm missing folder", [*TRAIN, "--method", "im-mlm", "--mlm", "./no-such-mlm"], "--mlm")
+row("train --encoder ''", [*TRAIN, "--encoder", ""], "--encoder")
 
 # -- rules YAML (through `uimer train --task jsonl --rationale-file`) ---------------------------------------
 RULES = {
@@ -162,6 +169,7 @@ for name, (_, key) in GRIDS.items():
 
 def _write_fixtures(root: Path) -> None:
     (root / "a-file").write_text("x")
+    (root / "results-empty").mkdir()
     good = root / "good"
     good.mkdir()
     lines = [GOOD, {"words": ["weather", "paris"], "label": "GetWeather", "rationale": [1, 0]}]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from uimer.checks import SEED, Domain, check_device
-from uimer.errors import ConfigError
+from uimer.errors import ConfigError, OutputError, describe_os_error
 from uimer.training.trainer import adamw
 
 log = logging.getLogger("uimer.mlm")
@@ -366,10 +366,14 @@ def cmd_mlm_train(args) -> int:
 
     if not args.task and not args.corpus:
         raise ConfigError("give at least one --task or --corpus")
+    device = check_device(args.device)
+    try:  # an unwritable --out is found now, not after the training it would lose
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--out {args.out}: cannot create it: {describe_os_error(err)}") from err
     sentences = task_sentences(args.task, args.data_dir) if args.task else []
     for path in args.corpus:
         sentences += corpus_lines(Path(path))
-    device = check_device(args.device)
     console = Console(stderr=True)
     report = train_mlm(sentences, args.base, Path(args.out), steps=args.steps, batch_size=args.batch_size,
                        lr=args.lr, seed=args.seed, device=device, max_length=args.max_length,

@@ -145,6 +145,12 @@ class RunSpec:
         if self.data_dir and not Path(self.data_dir).expanduser().is_dir():
             raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
         create_method(self.method, self.config.method_options)  # the method's own option checks
+        mlm = self.config.method_options.get("mlm")
+        if self.method == "im-mlm":
+            if not mlm:
+                raise ConfigError("--method im-mlm needs --mlm NAME_OR_PATH (see `uimer mlm train`)")
+            if isinstance(mlm, str) and (mlm.startswith((".", "/", "~")) and not Path(mlm).expanduser().is_dir()):
+                raise ConfigError(f"--mlm {mlm}: no such directory (train one with `uimer mlm train --out {mlm}`)")
 
 
 def select_train_indices(task: TaskData, shot: int | None, train_size: int | None, seed: int) -> list[int]:
