@@ -78,7 +78,8 @@ def test_a_full_disk_is_a_user_error_and_previous_results_survive(tmp_path, tiny
     code = main(train_cli(out, "--seeds", "1", "2"))  # seed 1 is reused, seed 2 trains, then its write fails
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert err.strip().count("\n") == 0 and "No space left on device (ENOSPC)" in err and "seed2.json" in err
+    # the first write of seed 2 (its step log) fails; nothing of seed 2 counts, nothing earlier is touched
+    assert err.strip().count("\n") == 0 and "No space left on device (ENOSPC)" in err and "seed2" in err
     assert (out / "results.json").read_bytes() == before  # the old results, whole
     assert (out / "seeds" / "seed1.json").read_bytes() == seed1
     assert not (out / "seeds" / "seed2.json").exists()
@@ -103,6 +104,28 @@ def test_a_full_disk_while_writing_results_json_keeps_the_old_file(tmp_path, tin
     with pytest.raises(OutputError, match=r"results.json: No space left on device \(ENOSPC\); its previous content"):
         runner.run_experiment(spec_for(out, seeds=(1, 2)), progress=False)
     assert (out / "results.json").read_bytes() == before and not _tmp_files(out)
+
+
+def test_a_full_disk_while_appending_to_the_step_log_is_a_user_error(tmp_path, tiny_tokenizer, monkeypatch):
+    offline_runner(monkeypatch, tiny_tokenizer)
+    real = runner.open_step_log
+
+    def filling(path, checkpoint):
+        handle = real(path, checkpoint)
+
+        class Full:
+            def write(self, text):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            def __getattr__(self, name):
+                return getattr(handle, name)
+
+        return Full()
+
+    monkeypatch.setattr(runner, "open_step_log", filling)
+    with pytest.raises(OutputError, match=r"seed1-steps.jsonl: No space left on device \(ENOSPC\); finished seeds"):
+        runner.run_experiment(spec_for(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run" / "results.json").exists()
 
 
 def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -37,8 +37,8 @@ def open_atomic(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(err, OSError):
-            raise OutputError(f"cannot write {path}: {describe_os_error(err)}; its previous content is unchanged"
-                              ) from err
+            kept = "its previous content is unchanged" if path.exists() else "nothing was written"
+            raise OutputError(f"cannot write {path}: {describe_os_error(err)}; {kept}") from err
         raise
 
 

@@ -510,8 +510,8 @@ class DMOptions:
         if opts.rounds < 1 or opts.model_epochs_per_round < 1 or opts.extractor_epochs < 0 or opts.extractor_min_steps < 0:
             raise ConfigError("--rounds and --model-epochs-per-round must be >= 1, --extractor-epochs and "
                               "--extractor-min-steps >= 0")
-        if not (math.isfinite(opts.eps) and opts.eps >= 0):
-            raise ConfigError(f"--dm-eps must be a finite number >= 0, got {opts.eps}")
+        if not math.isfinite(opts.eps):  # the CLI and grids also require >= 0; tests force violations with < 0
+            raise ConfigError(f"--dm-eps must be a finite number, got {opts.eps}")
         if opts.hidden_layer is not None and opts.hidden_layer < 0:
             raise ConfigError(f"--dm-hidden-layer must be >= 0, got {opts.hidden_layer}")
         if not all(math.isfinite(v) for v in (opts.lr_extractor, opts.lr_alpha, opts.round_lr_decay)) or \

@@ -387,6 +387,10 @@ def run_experiment(spec: RunSpec, progress: bool = True, overwrite: bool = False
         summary = summarise(spec, task, results)
         write_json_atomic(out / "results.json", summary)
         return summary
+    except OSError as err:  # e.g. the disk filled up while a step log was appended to
+        where = err.filename or out
+        raise OutputError(f"cannot write {where}: {describe_os_error(err)}; finished seeds are kept and a rerun "
+                          "resumes") from err
     finally:
         logging.getLogger("uimer").removeHandler(handler)
         handler.close()
