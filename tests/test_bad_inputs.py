@@ -162,6 +162,11 @@ GRIDS = {
     "max_length 1": ({"defaults": {"max_length": 1}}, "defaults.max_length"),
     "dev_size 0": ({"defaults": {"dev_size": 0}}, "defaults.dev_size"),
     "encoder empty": ({"defaults": {"encoder": ""}}, "defaults.encoder"),
+    "baseline with an IM option": ({"methods": {"baseline": {"options": {"margin": 0.5}}}},
+                                   "methods.baseline.options.margin: baseline does not read this option"),
+    "im-uniform with dm rounds per setting": (
+        {"methods": {"im-uniform": {"settings": {"s": {"options": {"rounds": 3}}}}}},
+        "methods.im-uniform.settings.s.options.rounds: im-uniform does not read this option"),
 }
 for name, (_, key) in GRIDS.items():
     row(f"grid: {name}", ["sweep", f"{{T}}/grids/{len(ROWS)}.yaml", "--results", "{T}/r", "--dry-run"], key)

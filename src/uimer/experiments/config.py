@@ -515,6 +515,7 @@ def load_grid(name: str | Path) -> Grid:
                 paper_per_setting[setting] = cell.pop("paper")
             per_setting[setting] = _check_fields(cell, f"methods.{key}.settings.{setting}", where, actions,
                                                  allow_setting=False)
+        _check_option_users(registry, key, fields_, per_setting, where)
         paper = value.get("paper", key if key in paper_keys else None)
         for p in [paper, *paper_per_setting.values()]:
             if p is not None and p not in paper_keys:
@@ -526,6 +527,26 @@ def load_grid(name: str | Path) -> Grid:
     _check_budget(cost.get("budget"), where)
     return Grid(raw.get("name") or path.stem, path, files, str(raw.get("description") or "").strip(), settings,
                 methods, defaults, overrides, cost)
+
+
+def _check_option_users(method: str, key: str, fields_: dict, per_setting: dict[str, dict], where: _Where) -> None:
+    """A method entry's own options must be ones its method reads (`defaults`/`overrides` may hold options for
+    several methods, so they are not checked): an ignored option would silently not do what the grid says."""
+    from uimer.interpret import CLI_OPTIONS, option_users
+
+    title_of = {}
+    for title, add_options in CLI_OPTIONS:
+        parser = argparse.ArgumentParser(add_help=False)
+        add_options(parser.add_argument_group())
+        title_of.update({a.dest: title for a in parser._actions})
+    layers = [(f"methods.{key}.options", fields_.get("options") or {})]
+    layers += [(f"methods.{key}.settings.{s}.options", f.get("options") or {}) for s, f in per_setting.items()]
+    for prefix, options in layers:
+        for dest in options:
+            users = option_users(title_of.get(dest, ""), dest)
+            if method not in users:
+                raise where.error(f"{prefix}.{dest}", f"{method} does not read this option (read by "
+                                  f"{', '.join(users[:6])}{', ...' if len(users) > 6 else ''})")
 
 
 def _check_budget(budget: Any, where: _Where) -> None:
