@@ -9,8 +9,10 @@ Layout of a results directory::
     DIR/sweeps.jsonl                                          one line per sweep invocation (wall-clock)
     DIR/sweep.log                                             what happened, with timestamps
 
-Resuming: a run is done when its file exists and carries the fingerprint (`RunSpec.fingerprint()`) of the
-run the grid now asks for; a file with another fingerprint (the config changed) is rerun and replaced. A
+Resuming: a run is done when its file exists and carries the fingerprint (`RunSpec.fingerprint()`, which covers
+the behaviour versions of the trainer and the method) of the run the grid now asks for; a file with another
+fingerprint (the config changed, or the code's behaviour version was bumped) is rerun and replaced, and a
+damaged file (truncated, not JSON) is rerun with a warning. A
 run's file is written only once the run has finished, atomically (temporary file, fsync, rename); the
 driver writes it, so a run killed at any point leaves nothing that counts, and the temporary files a kill
 can leave behind are removed when the next sweep starts. One sweep at a time may work on a directory (an

@@ -3,6 +3,11 @@
 Each finished seed is written atomically to `DIR/seeds/seed<S>.json`, so an interrupted run resumes at the
 first unfinished seed; a seed that was cut off resumes at its last checkpoint (`DIR/checkpoints/seed<S>.pt`,
 saved at an epoch boundary every few minutes), and is never half-counted.
+
+Before anything loads, the spec is validated (`RunSpec.validate`: every value in its domain), the device is
+checked and the output folder is prepared: it must be writable, may not hold another configuration's results
+(`--overwrite` replaces them) and is locked (`DIR/.uimer.lock`, an flock naming the writer's PID; a dead
+writer's lock is taken over). A damaged seed file or checkpoint is reported and that seed starts over.
 """
 
 from __future__ import annotations
