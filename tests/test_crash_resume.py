@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from test_sweep import make_world
+from uimer.experiments.sweep import read_step_log
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -135,8 +136,9 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_sweep(tmp_
     assert sorted(got) == sorted(expected)  # no run lost, none extra
     for relpath, record in expected.items():
         assert {k: got[relpath][k] for k in COMPARED} == {k: record[k] for k in COMPARED}, relpath
-        steps = Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl"
-        ours, theirs = (results / steps).read_text(), (reference / steps).read_text()
+        steps = Path(relpath).parent / "logs" / f"seed{record['seed']}-steps.jsonl.gz"
+        ours, theirs = read_step_log(results / steps), read_step_log(reference / steps)
+        assert ours
         assert [json.loads(x)["l_task"] for x in ours.splitlines()] == [json.loads(x)["l_task"] for x in
                                                                            theirs.splitlines()]  # none duplicated
     assert not list(results.rglob(".*.tmp")) and not list((results / "checkpoints").rglob("*.pt"))
