@@ -39,9 +39,10 @@ SEEDS = ("55", "1988", "12333", "42")
 FAMILY_METHODS = ("baseline", "gb-huang-base", "im-mask", "dm-one-pass")
 PARITY_GRID = REPO / "benchmarks" / "gpu" / "gpu-parity.yaml"
 PHASES = ("env", "warm", "speed", "steps", "parity", "mlm", "bf16", "serial", "tasks")
-# Rough seconds each phase needs on an H200 (from the first run of this script); a phase starts only if it fits.
-NEEDS = {"env": 5, "warm": 25, "speed": 90, "steps": 80, "parity": 90, "mlm": 60, "bf16": 90, "serial": 80,
-         "tasks": 150}
+# Seconds each phase took on an H200 (benchmarks/gpu/, 2026-12-04); a phase starts only if it fits in what is
+# left. "tasks" took over 212 s without finishing (slot-1 alone); the parity phase's second pass (im-mlm) 32 s.
+NEEDS = {"env": 5, "warm": 20, "speed": 126, "steps": 59, "parity": 60, "mlm": 33, "bf16": 140, "serial": 56,
+         "tasks": 400}
 
 
 class Check:
