@@ -6,35 +6,17 @@ import pytest
 import torch
 
 from conftest import make_tiny_encoder
+from test_diffmask import _task  # the tiny intent/slot task with rationales
 from uimer.data.encoding import encode_examples
-from uimer.data.types import Example, TaskData, TaskKind
+from uimer.data.types import TaskKind
 from uimer.interpret import METHODS, create_method
 from uimer.models.task_model import TaskModel
 from uimer.training.runner import RunSpec
 from uimer.training.trainer import TrainConfig, TrainingContext, fit, set_seed
 
-SENTENCES = [
-    ("play the music", 0, [1, 0, 0]), ("play a song", 0, [1, 0, 0]), ("add song to my playlist", 1, [1, 0, 0, 0, 1]),
-    ("add the music", 1, [1, 0, 0]), ("what is the weather", 2, [0, 0, 0, 1]), ("weather in paris", 2, [1, 0, 0]),
-    ("play music", 0, None), ("weather tomorrow", 2, [1, 0]), ("add a song", 1, [1, 0, 0]), ("the weather", 2, None),
-]
 # im-mlm needs a trained masked LM (a path option); the other strategies share its code path.
 NEEDS_EXTERNAL_MODEL = {"im-mlm"}
 SMALL_DM = {"rounds": 2, "extractor_epochs": 1, "extractor_min_steps": 1, "model_epochs_per_round": 1}
-
-
-def _task(kind: TaskKind) -> TaskData:
-    examples = []
-    for text, label, rationale in SENTENCES:
-        words = text.split()
-        if kind is TaskKind.TAGGING:
-            tags = [label + 1 if r else 0 for r in (rationale or [0] * len(words))]
-            examples.append(Example(words=words, tags=tags, rationale=rationale))
-        else:
-            examples.append(Example(words=words, label=label, rationale=rationale))
-    labels = ["O", "B-a", "B-b", "B-c"] if kind is TaskKind.TAGGING else ["play", "add", "weather"]
-    metric = "f1" if kind is TaskKind.TAGGING else "accuracy"
-    return TaskData("tiny", kind, labels, examples[:8], examples[8:], examples[6:], metric)
 
 
 def _run(tokenizer, method_name: str, kind: TaskKind, precision: str):
