@@ -77,13 +77,16 @@ class Runner:
         if attn is None:
             attn = "eager" if self.method.needs_double_backward else "sdpa"
         self.attn = attn
-        self.model = build_model(args.encoder, task.kind, len(task.labels), attn_implementation=attn)
+        self.device = torch.device(args.device)
+        self.model = build_model(args.encoder, task.kind, len(task.labels), attn_implementation=attn).to(self.device)
+        self.model.set_precision(args.precision)
         self.model.train()
-        self.config = TrainConfig(batch_size=args.batch_size, alpha=args.alpha, method_options=options)
+        self.config = TrainConfig(batch_size=args.batch_size, alpha=args.alpha, method_options=options,
+                                  device=args.device, precision=args.precision)
         train, dev = encoded
         self.context = TrainingContext(
             model=self.model, task=task, train=train, dev=dev, test=dev, config=self.config, seed=args.seed,
-            tokenizer=args.tokenizer, device=torch.device("cpu"), method=self.method,
+            tokenizer=args.tokenizer, device=self.device, method=self.method,
         )
         self.method.prepare(self.context)
         self.optimizer, self.scheduler = make_optimizer(self.model, self.model.named_parameters(), self.config, 10**6)
@@ -92,6 +95,7 @@ class Runner:
     def step(self, batch) -> None:
         """Exactly the body of `fit`'s batch loop."""
         model, config = self.model, self.config
+        batch = batch.to(self.device)
         embeds = model.embed(batch.input_ids)
         logits = model(batch, inputs_embeds=embeds)
         l_task = model.task_loss(logits, batch)
@@ -106,9 +110,14 @@ class Runner:
         self.scheduler.step()
 
 
-def timed(fn: Callable[[], None]) -> float:
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    """Wall-clock of one step; on CUDA the queued kernels are waited for on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=55)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (steps are timed with CUDA synchronisation)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: the encoder under autocast")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option as `uimer train` would pass it (dest name, JSON value), repeatable")
     args = p.parse_args(argv)
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             if name not in times:
                 continue
             try:
-                elapsed = timed(lambda step=step, r=r: step(r))
+                elapsed = timed(lambda step=step, r=r: step(r), torch.device(args.device))
             except Exception as err:
                 errors[name] = f"{type(err).__name__}: {err}"
                 del times[name]
@@ -199,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "attention": attention,
         "config": {"encoder": args.encoder, "batch_size": args.batch_size, "steps": args.steps,
                    "warmup": args.warmup, "alpha": args.alpha, "threads": torch.get_num_threads(),
+                   "device": args.device, "precision": args.precision,
                    "mean_pieces": round(float(sum(b.attention_mask.sum() for b in batches)) / len(picked), 1),
                    "options": dict(parse_option(o) for o in args.option)},
     }

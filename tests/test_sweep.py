@@ -24,6 +24,8 @@ from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import column_name, load_grid, load_paper_results
 from uimer.experiments.report import load_view, write_report
 from uimer.experiments.sweep import plan_runs, read_step_log, sweep
+from uimer.training import runner
+from uimer.training.runner import behaviour_versions
 
 LOW_RESOURCE = ["intent-1", "intent-3", "intent-10", "slot-1", "slot-3", "slot-10", "nli-100", "nli-500"]
 IM_STRATEGIES = ["im-mask", "im-mlm", "im-prior", "im-uniform"]
@@ -202,8 +204,8 @@ def test_companion_grids_load():
     ({"methods": {"baseline": {"task": "esnli"}}}, "methods.baseline.task: unknown key (task/shot/train_size belong"),
     ({"settings": {"s": {"shot": 1}}}, "settings.s.task: missing"),
     ({"settings": {"s": {"task": "snips"}}}, "settings.s.task: 'snips' is not one of"),
-    ({"defaults": {"train": {"max_epochs": 2.5}}}, "defaults.train.max_epochs: expected int"),
-    ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be epochs >= 0"),
+    ({"defaults": {"train": {"max_epochs": 2.5}}}, "defaults.train.max_epochs: must be an integer in [1, 100000], got 2.5"),
+    ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be a number in [0, 100000], got -1"),
     ({"defaults": {"resources": {"gpus": 1}}}, "defaults.resources.gpus: unknown resource"),
     ({"methods": {"baseline": {"paper": "nope"}}}, "methods.baseline.paper: 'nope' is not in paper_results.yaml"),
     ({"colour": "blue"}, "colour: unknown top-level key"),
@@ -406,7 +408,8 @@ def _fabricate(results: Path, tests: dict[tuple[str, str, str], list[float]], ex
                 continue
             history = [{"round": r, "phase": "round", "dev": 0.5 + r / 100, "test": 0.4 + r / 100} for r in range(3)]
             dev = (devs or {}).get((variant, method, column), scores)[seed - 1]
-            record = {**meta, "dev": dev, "test": scores[seed - 1], "best_epoch": 1, "epochs_run": 3,
+            record = {**meta, "versions": behaviour_versions(method, task),  # made by today's code
+                      "dev": dev, "test": scores[seed - 1], "best_epoch": 1, "epochs_run": 3,
                       "seconds": 10.0 * seed, "wall_seconds": 12.0 * seed,
                       "history": history if method == "dm-multi-round" else [],
                       "spec": {"dev_size": 1000 if task == "esnli" else None,
@@ -735,6 +738,41 @@ def test_a_run_cut_off_mid_training_resumes_at_its_checkpoint(tmp_path, tiny_tok
     assert (results / steps).read_bytes() == (whole / steps).read_bytes()  # no step logged twice or lost
     assert read_step_log(results / steps).count("\n") > 0
     assert not checkpoint.exists() and not (checkpoint.parent / "seed3-steps.jsonl").exists()
+
+
+def test_gpus_per_run_sets_the_ray_share_without_touching_fingerprints(tmp_path, tiny_tokenizer):
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer))
+    plain = plan_runs(grid, seeds=[3])
+    shared = plan_runs(grid, seeds=[3], gpus_per_run=0.25)
+    assert [r.resources["num_gpus"] for r in plain] == [0.0] * len(plain)
+    assert [r.resources["num_gpus"] for r in shared] == [0.25] * len(shared)
+    assert [r.fingerprint for r in plain] == [r.fingerprint for r in shared]
+    for bad in (-1.0, 1.5):
+        with pytest.raises(ConfigError, match="--gpus-per-run"):
+            plan_runs(grid, seeds=[3], gpus_per_run=bad)
+
+
+def test_cuda_on_ray_without_a_gpu_share_is_a_clear_error(tmp_path, tiny_tokenizer):
+    """Ray hides every GPU from a task that asks for none, so such a sweep would fail run by run."""
+    grid = load_grid(make_world(tmp_path, tiny_tokenizer))
+    with pytest.raises(ConfigError, match="--gpus-per-run"):
+        sweep(grid, tmp_path / "r", seeds=[3], device="cuda", use_ray=True, progress=False, run_fn=_fake_run)
+    assert not list((tmp_path / "r").rglob("seed*.json"))
+
+
+def test_the_gpu_parity_grid_is_the_committed_intent_1_column(monkeypatch):
+    """benchmarks/gpu/gpu-parity.yaml reruns every committed intent-1 run with its exact configuration."""
+    repo = Path(__file__).resolve().parents[1]
+    runs = plan_runs(load_grid(str(repo / "benchmarks/gpu/gpu-parity.yaml")), only_seeds=[55])
+    committed = repo / "benchmarks/results"
+    assert len(runs) == 16
+    for run in runs:
+        assert run.resources["num_gpus"] == 0.25 and run.spec.config.device == "cuda"
+    # The GPU runs were made before issue 29's version bumps: compare the configurations with versions at 1.
+    monkeypatch.setattr(runner, "behaviour_versions", lambda method, task=None: {"trainer": "1", "method": "1"})
+    for run in runs:
+        stored = json.loads((committed / run.relpath).read_text())
+        assert stored["fingerprint"] == run.spec.fingerprint(), run.name
 
 
 def test_step_logs_are_stored_compressed_and_read_in_either_form(tmp_path):

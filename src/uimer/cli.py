@@ -5,80 +5,125 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from uimer.errors import UimerError
+from uimer.checks import SEED
+from uimer.errors import ConfigError, UimerError, UimerWarning
 
 TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
 
 
-def _parse_seeds(values: list[str]) -> list[int]:
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: `uimer: error: argument --flag: ...`, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"uimer: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _parse_seeds(values: list[str], flag: str = "--seeds") -> list[int]:
     seeds: list[int] = []
     for value in values:
         for part in value.replace(":", ",").split(","):
             if part.strip():
-                seeds.append(int(part))
+                try:
+                    seed = SEED.parse(part.strip())
+                except ValueError as err:
+                    raise ConfigError(f"{flag}: each seed {err}") from None
+                seeds.append(int(seed))
+    if not seeds:
+        raise ConfigError(f"{flag}: give at least one seed")
     return seeds
 
 
 def _warmup(value: str) -> float | str:
-    from uimer.training.trainer import parse_warmup
+    from uimer.training.trainer import TRAIN_DOMAINS, parse_warmup
 
+    if value in ("task", "task-trained") or value.strip().endswith("*"):
+        try:
+            return parse_warmup(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
     try:
-        return parse_warmup(value)
+        return TRAIN_DOMAINS["warmup_epochs"].parse(value)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise argparse.ArgumentTypeError(f"{err} (or 'F*', a share of all batches, or 'task')") from None
 
 
 def _default_device() -> str:
-    import torch
+    from uimer.training.runner import check_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device("auto")
+
+
+def _path_text(value: str) -> str:
+    """A path flag: non-empty and without NUL bytes (which no file system accepts)."""
+    if not value.strip() or "\0" in value:
+        raise argparse.ArgumentTypeError(f"expected a path, got {value!r}")
+    return value
 
 
 def add_train_parser(subparsers) -> None:
     from uimer.interpret import CLI_OPTIONS, METHODS
-    from uimer.training.runner import PAPER_SEEDS
+    from uimer.models.task_model import PRECISIONS
+    from uimer.training.runner import PAPER_SEEDS, SPEC_DOMAINS
+    from uimer.training.trainer import TRAIN_DOMAINS as T
     from uimer.training.trainer import TrainConfig
 
+    spec = {name: domain for name, (_, domain) in SPEC_DOMAINS.items()}
     defaults = TrainConfig()
     p = subparsers.add_parser("train", help="train base or UIMER models over several seeds")
     p.add_argument("--task", required=True, choices=TASK_CHOICES)
     setting = p.add_mutually_exclusive_group()
-    setting.add_argument("--shot", type=int, help="n-shot SNIPS subset (the reference sampler); omit for full data")
-    setting.add_argument("--train-size", type=int, help="number of training examples drawn with the seed (e-SNLI)")
+    setting.add_argument("--shot", type=spec["shot"],
+                         help="n-shot subset (the reference sampler; SNIPS, or JSONL data); omit for full data")
+    setting.add_argument("--train-size", type=spec["train_size"],
+                         help="number of training examples drawn with the seed (e-SNLI)")
     p.add_argument("--method", nargs="+", default=["baseline"], choices=["auto", *sorted(METHODS)], metavar="METHOD",
                    help=f"one or more of: {', '.join(sorted(METHODS))}; 'auto' = the recommended method and "
                         "values for the task's kind (`uimer presets` shows them and their source)")
     p.add_argument("--seeds", nargs="+", default=[",".join(map(str, PAPER_SEEDS))],
                    help="seeds, space-, comma- or colon-separated (default: the paper's 55,1988,12333,42)")
     p.add_argument("--encoder", default="minilm", help="'minilm' (packaged), a Hugging Face name or a local path")
-    p.add_argument("--output-dir", default="runs/latest")
-    p.add_argument("--data-dir", default=None, help="dataset root (default: $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
-    p.add_argument("--rationale-file", default=None, help="YAML with your own keywords/regexes")
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--max-epochs", type=int, default=defaults.max_epochs)
-    p.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience in epochs")
-    p.add_argument("--alpha", type=float, default=defaults.alpha, help="weight of L_int")
+    p.add_argument("--output-dir", default="runs/latest", type=_path_text)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of another configuration (or an older uimer version) in OUTPUT")
+    p.add_argument("--data-dir", default=None, type=_path_text,
+                   help="dataset root (default: $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
+    p.add_argument("--rationale-file", default=None, type=_path_text, help="YAML with your own keywords/regexes")
+    p.add_argument("--strict", action="store_true",
+                   help="a rationale file that matches no label or no example is an error, not a warning")
+    p.add_argument("--lr", type=T["lr"], default=defaults.lr)
+    p.add_argument("--batch-size", type=T["batch_size"], default=defaults.batch_size)
+    p.add_argument("--max-epochs", type=T["max_epochs"], default=defaults.max_epochs)
+    p.add_argument("--patience", type=T["patience"], default=defaults.patience, help="early-stopping patience in epochs")
+    p.add_argument("--alpha", type=T["alpha"], default=defaults.alpha, help="weight of L_int")
     p.add_argument("--warmup-epochs", type=_warmup, default=0.0,
                    help="epochs on L_task before L_int is switched on (a fraction counts one epoch's batches; "
                         "'F*' = the share F of all training batches, the paper's NLI '0.1*'; 'task' = until early stop)")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--dev-size", type=int, default=None, help="select models on a seeded, label-stratified dev subset")
-    p.add_argument("--max-length", type=int, default=128, help="word pieces per input, [CLS]/[SEP] included")
+    p.add_argument("--weight-decay", type=T["weight_decay"], default=defaults.weight_decay)
+    p.add_argument("--dev-size", type=spec["dev_size"], default=None,
+                   help="select models on a seeded, label-stratified dev subset")
+    p.add_argument("--max-length", type=spec["max_length"], default=128,
+                   help="word pieces per input, [CLS]/[SEP] included")
     p.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="sentence representation for class heads")
-    p.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--eval-batch-size", type=T["eval_batch_size"], default=defaults.eval_batch_size)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                   help="bf16 runs the encoder under autocast (losses stay fp32); for GPUs with bf16 units")
     p.add_argument("--save-model", action="store_true", help="save each seed's best model under OUTPUT/models/")
     p.add_argument("--no-progress", action="store_true")
     method_dests: list[str] = []
+    option_flags: dict[str, tuple[str, str, object]] = {}  # dest -> (flag, group title, default)
     for title, add_options in CLI_OPTIONS:
         group = p.add_argument_group(title)
         before = {a.dest for a in p._actions}
         add_options(group)
-        method_dests += [a.dest for a in p._actions if a.dest not in before]
-    p.set_defaults(func=cmd_train, method_dests=method_dests,
+        for action in p._actions:
+            if action.dest not in before:
+                method_dests.append(action.dest)
+                option_flags[action.dest] = (action.option_strings[0], title, action.default)
+    p.set_defaults(func=cmd_train, method_dests=method_dests, option_flags=option_flags,
                    parser_defaults={a.dest: a.default for a in p._actions})
 
 
@@ -108,24 +153,48 @@ def _apply_auto(args) -> tuple[object, dict, dict]:
     return preset, train, options
 
 
+def check_method_flags(args, methods: list[str]) -> None:
+    """A method flag that none of the chosen methods reads would be silently ignored: refuse it."""
+    from uimer.interpret import option_users
+
+    for dest, (flag, title, default) in args.option_flags.items():
+        if getattr(args, dest) == default:
+            continue
+        users = option_users(title, dest)
+        if not set(users) & set(methods):
+            shown = ", ".join(users[:6]) + (", ..." if len(users) > 6 else "")
+            raise ConfigError(f"{flag} is read only by {shown}; none of the chosen methods ({', '.join(methods)}) "
+                              "uses it")
+    if set(methods) == {"baseline"}:
+        for flag, value, default in (("--alpha", args.alpha, 1.0), ("--warmup-epochs", args.warmup_epochs, 0.0)):
+            if value != default:
+                raise ConfigError(f"{flag} applies to L_int, which the baseline does not have; choose a UIMER "
+                                  "--method or drop the flag")
+
+
 def cmd_train(args) -> int:
     import dataclasses
 
     from rich.console import Console
 
     from uimer.experiments.tables import results_table
-    from uimer.training.runner import RunSpec, run_experiment
+    from uimer.training.runner import RunSpec, check_device, run_experiment
     from uimer.training.trainer import TrainConfig
 
+    if len(set(args.method)) != len(args.method):
+        raise ConfigError(f"--method: {next(m for m in args.method if args.method.count(m) > 1)} is given twice")
     preset, auto_train, auto_options = _apply_auto(args) if "auto" in args.method else (None, {}, {})
+    check_method_flags(args, [preset.method if m == "auto" else m for m in args.method])
+    seeds = _parse_seeds(args.seeds)
     options = {dest: getattr(args, dest) for dest in args.method_dests}
     config = TrainConfig(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
         alpha=args.alpha, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-        eval_batch_size=args.eval_batch_size, device=args.device or _default_device(), method_options=options,
+        eval_batch_size=args.eval_batch_size, device=check_device(args.device), precision=args.precision,
+        method_options=options,
     )
-    summaries = []
-    for method in dict.fromkeys(args.method):
+    specs = []
+    for method in args.method:
         out = Path(args.output_dir) / method if len(args.method) > 1 else Path(args.output_dir)
         method_config, name = config, method
         if method == "auto":
@@ -134,16 +203,20 @@ def cmd_train(args) -> int:
                                                 method_options={**options, **auto_options})
         spec = RunSpec(
             task=args.task, method=name, encoder=args.encoder, shot=args.shot, train_size=args.train_size,
-            seeds=_parse_seeds(args.seeds), data_dir=args.data_dir, output_dir=str(out), dev_size=args.dev_size,
+            seeds=seeds, data_dir=args.data_dir, output_dir=str(out), dev_size=args.dev_size,
             max_length=args.max_length, pooling=args.pooling, save_model=args.save_model,
-            rationale_file=args.rationale_file, config=method_config,
+            rationale_file=args.rationale_file, config=method_config, strict=args.strict,
         )
-        summary = run_experiment(spec, progress=not args.no_progress)
+        spec.validate()  # every method's spec before the first one trains
+        specs.append((method, spec))
+    summaries = []
+    for method, spec in specs:
+        summary = run_experiment(spec, progress=not args.no_progress, overwrite=args.overwrite)
         if method == "auto":  # results.json says that (and why) this run's values came from the preset
             from uimer.atomic import write_json_atomic
 
             summary["preset"] = {"kind": preset.kind, "method": preset.method, "source": preset.source}
-            write_json_atomic(out / "results.json", summary)
+            write_json_atomic(Path(spec.output_dir) / "results.json", summary)
         summaries.append(summary)
     console = Console() if sys.stdout.isatty() else Console(width=140)
     console.print(results_table(summaries, title="test score at the best dev epoch (%)"))
@@ -171,8 +244,10 @@ def cmd_predict(args) -> int:
     sentences = list(args.sentences)
     if sentences == ["-"] or not sentences:
         sentences = [line.strip() for line in sys.stdin if line.strip()]
+    from uimer.training.runner import check_device
+
+    device = torch.device(check_device(args.device))
     model, tokenizer, info = TaskModel.load(Path(args.model))
-    device = torch.device(args.device or _default_device())
     model.to(device).eval()
     kind, labels = TaskKind(info["kind"]), info["labels"]
     pairs = args.pair or []
@@ -203,7 +278,7 @@ def cmd_predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uimer", description=__doc__)
+    parser = Parser(prog="uimer", description=__doc__)
     parser.add_argument("--version", action="version", version="uimer " + __import__("uimer").__version__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
@@ -220,10 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """UimerWarnings are for users: one line, no source location."""
+    if issubclass(category, UimerWarning):
+        print(f"uimer: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
     except UimerError as err:

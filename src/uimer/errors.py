@@ -25,3 +25,20 @@ class DataError(UimerError):
 
 class ConfigError(UimerError):
     """Bad option or configuration value."""
+
+
+class OutputError(UimerError):
+    """An output file or folder cannot be created, written or read (permissions, full disk, another run's files)."""
+
+
+class UimerWarning(UserWarning):
+    """Something accepted but probably not meant (e.g. rules that mark nothing); the CLI prints one line."""
+
+
+def describe_os_error(err: OSError) -> str:
+    """`strerror` with the errno name, e.g. 'No space left on device (ENOSPC)'; stable across platforms."""
+    import errno as _errno
+
+    name = _errno.errorcode.get(err.errno or 0)
+    text = err.strerror or str(err)
+    return f"{text} ({name})" if name else text

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from uimer.checks import SEED, Domain
 from uimer.data.fetch import DATASETS, fetch_dataset
 from uimer.data.paths import resolve_data_dir
 from uimer.data.sampling import sample_intent, sample_pairs, sample_slot
@@ -19,6 +20,19 @@ from uimer.data.stats import rationale_stats
 from uimer.data.tasks import TASKS, load_task
 from uimer.data.types import TaskKind
 from uimer.errors import ConfigError
+
+
+class _SizeOrAll(Domain):
+    """A subset size, or -1 for all (0 would silently select nothing)."""
+
+    def describe(self) -> str:
+        return "an integer >= 1, or -1 for all"
+
+    def problem(self, value):
+        return None if value == -1 else super().problem(value)
+
+
+SIZE_OR_ALL = _SizeOrAll(int, 1, 10**9)
 
 DATA_DIR_HELP = (
     "data root holding snips/ and esnli/ (default: $UIMER_DATA_DIR, else ~/.cache/uimer/data); "
@@ -112,9 +126,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample = data_sub.add_parser("sample", help="print the train indices of an n-shot / n-sample subset (JSON)")
     sample.add_argument("--task", required=True, choices=TASKS)
     size = sample.add_mutually_exclusive_group(required=True)
-    size.add_argument("--shot", type=int, help="n-shot per class (intent) or per slot type (slot); -1 = all")
-    size.add_argument("--train-size", type=int, help="random subset of N training examples (e-SNLI); -1 = all")
-    sample.add_argument("--seed", type=int, required=True)
+    size.add_argument("--shot", type=SIZE_OR_ALL, help="n-shot per class (intent) or per slot type (slot); -1 = all")
+    size.add_argument("--train-size", type=SIZE_OR_ALL, help="random subset of N training examples (e-SNLI); -1 = all")
+    sample.add_argument("--seed", type=SEED, required=True)
     sample.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     sample.set_defaults(func=cmd_sample)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from uimer.data.types import Example, TaskKind
+from uimer.errors import ConfigError, DataError
 
 
 @dataclass
@@ -122,12 +123,31 @@ def collate(items: list[EncodedExample], indices: list[int], pad_id: int) -> Bat
     )
 
 
+def check_example(example: Example, index: int) -> None:
+    """Word-level annotations must line up with the words before they are mapped to pieces: a mismatch would index
+    past the end (or silently mark the wrong pieces), so it is a DataError naming the example."""
+    where = getattr(example, "source", None) or f"example #{index + 1}"
+    words = example.words
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+        raise DataError(where, "an example needs a non-empty list of non-empty words", field="words")
+    pair = example.pair_words
+    if pair is not None and (not isinstance(pair, list) or not all(isinstance(w, str) and w for w in pair)):
+        raise DataError(where, "pair_words must be a list of non-empty words", field="pair_words")
+    n = len(words) + len(pair or [])
+    if example.rationale is not None and len(example.rationale) != n:
+        raise DataError(where, f"rationale has {len(example.rationale)} entries for {n} words", field="rationale")
+    if example.tags is not None and len(example.tags) not in (0, len(words)):
+        raise DataError(where, f"{len(example.tags)} tags for {len(words)} words", field="tags")
+
+
 def encode_examples(examples: list[Example], tokenizer, kind: TaskKind, max_length: int = 128) -> EncodedSplit:
     """Tokenise a whole split in one tokenizer call and align word-level annotations to pieces."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("uimer needs a fast (Rust) tokenizer for word -> piece alignment")
+        raise ConfigError("uimer needs a fast (Rust) tokenizer for word -> piece alignment")
     if not examples:
         return EncodedSplit([], [], tokenizer.pad_token_id)
+    for i, example in enumerate(examples):
+        check_example(example, i)
     firsts = [e.words for e in examples]
     if kind is TaskKind.PAIR:
         seconds = [e.pair_words or [] for e in examples]

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from uimer.atomic import write_text_atomic
+from uimer.checks import POSITIVE_INT, SEED, Domain, check_device
 from uimer.errors import ConfigError
 
 THRESHOLDS_PERCENT = (1.0, 5.0, 10.0, 20.0, 50.0)
@@ -35,17 +36,17 @@ def _add_common(p: argparse.ArgumentParser, *, task: bool = False) -> None:
         p.add_argument("--task", default=None, help="task to read (default: the one the model was trained on)")
     p.add_argument("--rationale-file", default=None, help="YAML with your own keywords/regexes (uimer rationales)")
     subset = p.add_mutually_exclusive_group()
-    subset.add_argument("--shot", type=int, default=None,
+    subset.add_argument("--shot", type=Domain(int, 1, 100000), default=None,
                         help="rebuild the model's n-shot training subset (with its seed) for the DM extractor / "
                              "IM prior (default: the saved model's, when its metadata records one)")
-    subset.add_argument("--train-size", type=int, default=None,
+    subset.add_argument("--train-size", type=Domain(int, 1, 10**9), default=None,
                         help="likewise for a k-example training subset (e-SNLI, JSONL)")
-    p.add_argument("--dm-train-size", type=int, default=DM_TRAIN_SIZE,
+    p.add_argument("--dm-train-size", type=Domain(int, 1, 10**9), default=DM_TRAIN_SIZE,
                    help=f"training examples for an on-the-fly DM extractor without --shot (default {DM_TRAIN_SIZE})")
-    p.add_argument("--seed", type=int, default=None, help="seed for IM proposals / DM extractor (default: the model's)")
+    p.add_argument("--seed", type=SEED, default=None, help="seed for IM proposals / DM extractor (default: the model's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128, help="word pieces per input, as in training")
+    p.add_argument("--batch-size", type=Domain(int, 1, 65536), default=32)
+    p.add_argument("--max-length", type=Domain(int, 4, 8192), default=128, help="word pieces per input, as in training")
     dests: list[str] = []
     for title, add_options in CLI_OPTIONS:
         group = p.add_argument_group(title)
@@ -70,7 +71,7 @@ def _add_sentences(p: argparse.ArgumentParser) -> None:
 
 def _device(args) -> str:
     if args.device:
-        return args.device
+        return check_device(args.device)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -441,7 +442,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", choices=("train", "dev", "test"), default="test")
     p.add_argument("--top-k", type=_parse_top_k, default=None, metavar="K",
                    help="hard rationale size: 'gold' (default: the example's number of gold words) or a fixed K")
-    p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS_PERCENT), metavar="PCT",
+    p.add_argument("--thresholds", type=Domain(float, 0, 100, low_open=True), nargs="+", default=list(THRESHOLDS_PERCENT), metavar="PCT",
                    help="AOPC thresholds in %% of words (default: ERASER's 1 5 10 20 50)")
     p.add_argument("--removal", choices=("auto", "delete", "mask"), default="auto",
                    help="remove words by deleting their pieces (ERASER; auto except slot filling) or by [MASK]")
@@ -450,7 +451,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-faithfulness", action="store_true", help="plausibility only (no perturbed forwards)")
     p.add_argument("--export-eraser", default=None, metavar="FILE", help="write ERASER-format prediction JSONL")
     p.add_argument("--json", default=None, metavar="FILE", help="write the metrics as JSON")
-    p.add_argument("--limit", type=int, default=None, help="only the first N examples of the split")
+    p.add_argument("--limit", type=POSITIVE_INT, default=None, help="only the first N examples of the split")
     _add_common(p, task=True)
     p.set_defaults(func=cmd_evaluate_rationales)
 
@@ -462,6 +463,6 @@ def register(subparsers) -> None:
     p.add_argument("--target", choices=("pred", "gold"), default="gold",
                    help="attribute the gold class (default, Eq. 4) or the predicted one")
     p.add_argument("--json", default=None, metavar="FILE", help="write the rows as JSON")
-    p.add_argument("--limit", type=int, default=None, help="only the first N examples of the split")
+    p.add_argument("--limit", type=POSITIVE_INT, default=None, help="only the first N examples of the split")
     _add_common(p, task=True)
     p.set_defaults(func=cmd_attribution_accuracy)

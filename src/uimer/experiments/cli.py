@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from uimer.checks import POSITIVE_INT, SEED, Domain, check_device
 from uimer.errors import UimerError
 from uimer.experiments import packaged_configs
 
@@ -21,9 +22,9 @@ def _seeds(values: list[str] | None, flag: str = "--seeds") -> list[int] | None:
         for part in value.replace(":", ",").split(","):
             if part.strip():
                 try:
-                    seeds.append(int(part))
-                except ValueError:
-                    raise UimerError(f"{flag}: {part!r} is not an integer") from None
+                    seeds.append(int(SEED.parse(part.strip())))
+                except ValueError as err:
+                    raise UimerError(f"{flag}: each seed {err}") from None
     return seeds
 
 
@@ -70,12 +71,14 @@ def register(subparsers) -> None:
     ray.add_argument("--ray", action="store_true", help="run on a local Ray instance (one task per run)")
     ray.add_argument("--ray-address", metavar="HOST:PORT",
                      help="run on an existing Ray cluster (its GCS address, 'auto', or ray://HOST:PORT for Ray Client)")
-    p.add_argument("--ray-num-cpus", type=int, default=None,
+    p.add_argument("--ray-num-cpus", type=POSITIVE_INT, default=None,
                    help="CPUs of the local Ray instance started by --ray (default: all)")
     p.add_argument("--data-dir", default=None,
                    help="dataset root for snips/esnli runs (default: the grid's, else $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
     p.add_argument("--device", default=None, help="override the grid's device (auto, cpu, cuda)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--gpus-per-run", type=float, default=None, metavar="FRACTION",
+                   help="override the grid's resources.num_gpus; with --ray, 0.25 runs four runs at a time on one GPU")
+    p.add_argument("--threads", type=Domain(int, 1, 1024), default=None,
                    help="torch threads for sequential runs (default: the grid's resources.num_cpus, as Ray tasks)")
     p.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
     p.set_defaults(func=cmd_sweep)
@@ -98,7 +101,13 @@ def register(subparsers) -> None:
 def _dry_run(grid, runs, results: Path, args, console) -> int:
     from rich.table import Table
 
-    from uimer.experiments.sweep import estimate_seconds, measured_seconds, run_status
+    from uimer.experiments.sweep import (
+        estimate_seconds,
+        made_by_older_version,
+        measured_seconds,
+        read_json,
+        run_status,
+    )
 
     measured = measured_seconds([results, *map(Path, args.cost_from)])
     table = Table(title=f"{grid.name}: what `uimer sweep` would run in {results}")
@@ -111,7 +120,9 @@ def _dry_run(grid, runs, results: Path, args, console) -> int:
     for (setting, variant), group in groups.items():
         status = Counter(run_status(results, r) for r in group)
         counts.update(status)
-        todo = status["todo"] + status["stale"]
+        counts["older version"] += sum(1 for r in group if run_status(results, r) == "stale"
+                                       and made_by_older_version(read_json(results / r.relpath) or {}, r.cell.method))
+        todo = status["todo"] + status["stale"] + status["damaged"]
         seconds, source = estimate_seconds(grid, group[0], measured)
         if todo and seconds is None:
             unknown += todo
@@ -120,9 +131,12 @@ def _dry_run(grid, runs, results: Path, args, console) -> int:
                       f"{seconds:.0f}" if seconds is not None else "?", source,
                       f"{(seconds or 0) * todo / 60:.1f} min" if seconds is not None else "?")
     console.print(table)
-    to_run = counts["todo"] + counts["stale"]
+    to_run = counts["todo"] + counts["stale"] + counts["damaged"]
+    older = f", {counts['older version']} of these made by an older method/trainer version" if counts["older version"] \
+        else ""
+    damaged = f"; {counts['damaged']} damaged run file(s) start over" if counts["damaged"] else ""
     console.print(f"{len(runs)} runs: {counts['done']} done, {to_run} to run ({counts['stale']} of them stale: "
-                  f"configuration changed).")
+                  f"configuration changed{older}{damaged}).")
     line = f"Estimated compute for the runs to do: {total / 3600:.2f} h run after run"
     cpus = [r.resources["num_cpus"] for r in runs if run_status(results, r) != "done"]
     if (args.ray or args.ray_address) and cpus:
@@ -152,12 +166,15 @@ def cmd_sweep(args) -> int:
     from uimer.experiments.sweep import plan_runs, sweep
 
     console = Console(stderr=True)
+    if args.device not in (None, "auto"):
+        check_device(args.device)
     grid = load_grid(args.config)
     seeds, only_settings, only_methods = _seeds(args.seeds), _names(args.only_settings), _names(args.only_methods)
     only_seeds = _seeds(args.only_seeds, "--only-seeds")
     results = Path(args.results)
     if args.dry_run:
-        runs = plan_runs(grid, seeds, only_settings, only_methods, args.data_dir, args.device, only_seeds=only_seeds)
+        runs = plan_runs(grid, seeds, only_settings, only_methods, args.data_dir, args.device, only_seeds=only_seeds,
+                         gpus_per_run=args.gpus_per_run)
         out = Console()
         return _dry_run(grid, runs, results, args, out if out.is_terminal else Console(width=150))
 
@@ -170,7 +187,7 @@ def cmd_sweep(args) -> int:
                         only_seeds=only_seeds,
                         data_dir=args.data_dir, device=args.device, use_ray=args.ray, ray_address=args.ray_address,
                         ray_num_cpus=args.ray_num_cpus, threads=args.threads, progress=not args.no_progress,
-                        console=console)
+                        console=console, gpus_per_run=args.gpus_per_run)
     finally:
         signal.signal(signal.SIGTERM, previous)
     console.print(f"{grid.name}: {outcome.planned} runs planned, {outcome.skipped} already done, "

@@ -44,14 +44,17 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from uimer.checks import SEED, Domain
 from uimer.errors import ConfigError
 from uimer.experiments import CONFIG_DIR, packaged_configs
+from uimer.models.task_model import PRECISIONS
 from uimer.training.trainer import TrainConfig
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.yaml"
@@ -240,6 +243,13 @@ def _coerce(value: Any, kind: type, key: str, where: _Where) -> Any:
         raise where.error(key, f"expected {kind.__name__}, got {value!r}") from None
 
 
+def _parse(domain: Domain, value: Any, key: str, where: _Where) -> int | float:
+    try:
+        return domain.parse(value)
+    except ValueError as err:
+        raise where.error(key, str(err)) from None
+
+
 def _check_options(options: Any, key: str, where: _Where, actions: dict[str, argparse.Action]) -> dict:
     if options is None:
         return {}
@@ -270,34 +280,36 @@ def _check_options(options: Any, key: str, where: _Where, actions: dict[str, arg
 
 
 def _check_train(train: Any, key: str, where: _Where) -> dict:
+    from uimer.training.trainer import TRAIN_DOMAINS
+
     if train is None:
         return {}
     if not isinstance(train, dict):
         raise where.error(key, "must be a mapping of training hyper-parameters")
-    kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     checked = {}
     for name, value in train.items():
         if name not in TRAIN_KEYS:
             raise where.error(f"{key}.{name}", f"unknown training field (known: {', '.join(TRAIN_KEYS)})")
-        kind = kinds[name]
-        if name == "warmup_epochs":
+        if name == "warmup_epochs" and isinstance(value, str) and (value in ("task", "task-trained")
+                                                                  or value.strip().endswith("*")):
             from uimer.training.trainer import parse_warmup
 
-            if isinstance(value, bool):
-                raise where.error(f"{key}.{name}", f"expected a number, got {value!r}")
             try:
-                value = parse_warmup(value)
-            except (TypeError, ValueError):
-                raise where.error(f"{key}.{name}", f"must be epochs >= 0, 'F*' (a share of all batches, "
-                                  f"0 <= F <= 1) or 'task', got {value!r}") from None
-            checked[name] = value
+                checked[name] = parse_warmup(value)
+            except ValueError as err:
+                raise where.error(f"{key}.{name}", str(err)) from None
             continue
-        elif kind in ("int", int):
-            value = _coerce(value, int, f"{key}.{name}", where)
-        elif kind in ("float", float):
-            value = _coerce(value, float, f"{key}.{name}", where)
-        elif kind in ("bool", bool):
+        domain = TRAIN_DOMAINS.get(name)
+        if domain is not None:
+            try:
+                value = domain.parse(value)
+            except ValueError as err:
+                tail = " (or 'F*', a share of all batches, or 'task')" if name == "warmup_epochs" else ""
+                raise where.error(f"{key}.{name}", str(err) + tail) from None
+        elif name == "shuffle":
             value = _coerce(value, bool, f"{key}.{name}", where)
+        elif name == "precision" and value not in PRECISIONS:
+            raise where.error(f"{key}.{name}", f"{value!r} is not one of {', '.join(PRECISIONS)}")
         checked[name] = value
     return checked
 
@@ -325,22 +337,33 @@ def _check_fields(fields_: Any, key: str, where: _Where, actions, allow_setting:
             for res, amount in value.items():
                 if res not in RESOURCE_KEYS:
                     raise where.error(f"{sub}.{res}", f"unknown resource (expected {', '.join(RESOURCE_KEYS)})")
-                amount = _coerce(amount, float, f"{sub}.{res}", where)
-                if amount < 0:
-                    raise where.error(f"{sub}.{res}", "must be >= 0")
+                amount = _parse(Domain(float, 0, 4096), amount, f"{sub}.{res}", where)
             out[name] = {res: float(amount) for res, amount in value.items()}
         elif name == "seeds":
             if isinstance(value, int | str):
                 value = [value]
             if not isinstance(value, list) or not value:
                 raise where.error(sub, "must be a non-empty list of integers")
-            out[name] = [_coerce(s, int, sub, where) for s in value]
+            seeds = [_parse(SEED, s, sub, where) for s in value]
+            if len(set(seeds)) != len(seeds):
+                raise where.error(sub, f"seed {next(s for s in seeds if seeds.count(s) > 1)} is listed twice")
+            out[name] = seeds
         elif name == "task":
             if value not in TASK_CHOICES:
                 raise where.error(sub, f"{value!r} is not one of {', '.join(TASK_CHOICES)}")
             out[name] = value
         elif name in ("shot", "train_size", "dev_size", "max_length"):
-            out[name] = None if value is None else _coerce(value, int, sub, where)
+            from uimer.training.runner import SPEC_DOMAINS
+
+            out[name] = None if value is None else _parse(SPEC_DOMAINS[name][1], value, sub, where)
+        elif name == "device":
+            if value is not None and not (isinstance(value, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value)):
+                raise where.error(sub, f"{value!r} is not a device (auto, cpu, cuda, cuda:N, mps)")
+            out[name] = value
+        elif name == "encoder":
+            if not isinstance(value, str) or not value.strip():
+                raise where.error(sub, f"expected an encoder name or path, got {value!r}")
+            out[name] = value
         elif name == "pooling":
             if value not in ("cls", "mean"):
                 raise where.error(sub, f"{value!r} is not one of cls, mean")
@@ -528,6 +551,7 @@ def load_grid(name: str | Path) -> Grid:
                 paper_per_setting[setting] = cell.pop("paper")
             per_setting[setting] = _check_fields(cell, f"methods.{key}.settings.{setting}", where, actions,
                                                  allow_setting=False)
+        _check_option_users(registry, key, fields_, per_setting, where)
         paper = value.get("paper", key if key in paper_keys else None)
         for p in [paper, *paper_per_setting.values()]:
             if p is not None and p not in paper_keys:
@@ -539,6 +563,26 @@ def load_grid(name: str | Path) -> Grid:
     _check_budget(cost.get("budget"), where)
     return Grid(raw.get("name") or path.stem, path, files, str(raw.get("description") or "").strip(), settings,
                 methods, defaults, overrides, cost)
+
+
+def _check_option_users(method: str, key: str, fields_: dict, per_setting: dict[str, dict], where: _Where) -> None:
+    """A method entry's own options must be ones its method reads (`defaults`/`overrides` may hold options for
+    several methods, so they are not checked): an ignored option would silently not do what the grid says."""
+    from uimer.interpret import CLI_OPTIONS, option_users
+
+    title_of = {}
+    for title, add_options in CLI_OPTIONS:
+        parser = argparse.ArgumentParser(add_help=False)
+        add_options(parser.add_argument_group())
+        title_of.update({a.dest: title for a in parser._actions})
+    layers = [(f"methods.{key}.options", fields_.get("options") or {})]
+    layers += [(f"methods.{key}.settings.{s}.options", f.get("options") or {}) for s, f in per_setting.items()]
+    for prefix, options in layers:
+        for dest in options:
+            users = option_users(title_of.get(dest, ""), dest)
+            if method not in users:
+                raise where.error(f"{prefix}.{dest}", f"{method} does not read this option (read by "
+                                  f"{', '.join(users[:6])}{', ...' if len(users) > 6 else ''})")
 
 
 def _check_budget(budget: Any, where: _Where) -> None:

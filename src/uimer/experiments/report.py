@@ -1,7 +1,8 @@
 """`uimer report DIR`: the sweep's results side by side with the paper's, as DIR/REPORT.md (+ figures).
 
 What counts: a run file counts for its cell when its fingerprint is the one the latest plan of its grid
-(DIR/plans/*.json) expects; files written under another configuration are listed as stale and left out.
+(DIR/plans/*.json) expects; files written under another configuration, or by an older behaviour version of
+their method or the trainer (`versions`; a file without it is version 1), are listed as stale and left out.
 Without any plan every run file counts. Scores are test scores at the best dev epoch, in %; "mean ± std"
 is over seeds with the sample (ddof = 1) standard deviation, as the paper's Table 9.
 
@@ -31,7 +32,15 @@ from pathlib import Path
 from uimer.errors import UimerError
 from uimer.experiments.config import load_paper_results
 from uimer.experiments.stats import PairedDelta, format_delta, paired_delta
-from uimer.experiments.sweep import FAILED, PLANS, RUNS, read_json, read_step_log, write_text_atomic
+from uimer.experiments.sweep import (
+    FAILED,
+    PLANS,
+    RUNS,
+    made_by_older_version,
+    read_json,
+    read_step_log,
+    write_text_atomic,
+)
 
 FAMILIES = ("gb", "im", "dm")
 NOTES = "NOTES.md"  # optional, in the results directory: included in the report after the targets
@@ -153,7 +162,9 @@ def load_view(results: Path) -> ResultsView:
         relpath = str(path.relative_to(results))
         record["_path"] = relpath
         plan = expected.get(relpath)
-        if plan is not None and plan["fingerprint"] != record.get("fingerprint"):
+        older = made_by_older_version(record, record.get("method", ""))
+        record["_older_version"] = older
+        if older or (plan is not None and plan["fingerprint"] != record.get("fingerprint")):
             stale.append(record)
         else:
             records.append(record)
@@ -646,8 +657,13 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
     else:
         lines.append("None: every planned run is present." if view.cells else "No runs yet.")
     if view.stale:
+        older = [r for r in view.stale if r.get("_older_version")]
         lines += ["", f"{len(view.stale)} run file(s) were written under an older configuration and are not counted "
                       "(a rerun of the sweep replaces them)."]
+        if older:
+            lines += ["", f"{len(older)} of them were made by an older behaviour version of their method or of the "
+                          "trainer (stale, not counted, not deleted): "
+                          + ", ".join(sorted(r["_path"] for r in older)[:20]) + (" ..." if len(older) > 20 else "")]
     cost_lines, total = cost_table(view)
     lines += ["", "## Wall-clock cost per method", "",
               "Seconds per run include loading and tokenising the task; training seconds are SeedResult.seconds. "

@@ -10,8 +10,10 @@ Layout of a results directory::
     DIR/sweeps.jsonl                                          one line per sweep invocation (wall-clock)
     DIR/sweep.log                                             what happened, with timestamps
 
-Resuming: a run is done when its file exists and carries the fingerprint (`RunSpec.fingerprint()`) of the
-run the grid now asks for; a file with another fingerprint (the config changed) is rerun and replaced. A
+Resuming: a run is done when its file exists and carries the fingerprint (`RunSpec.fingerprint()`, which covers
+the behaviour versions of the trainer and the method) of the run the grid now asks for; a file with another
+fingerprint (the config changed, or the code's behaviour version was bumped) is rerun and replaced, and a
+damaged file (truncated, not JSON) is rerun with a warning. A
 run's file is written only once the run has finished, atomically (temporary file, fsync, rename); the
 driver writes it, so a run killed at any point leaves nothing that counts, and the temporary files a kill
 can leave behind are removed when the next sweep starts. One sweep at a time may work on a directory (an
@@ -54,13 +56,14 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uimer.atomic import write_json_atomic as _write_json
 from uimer.atomic import write_text_atomic  # noqa: F401 - re-exported for the report
-from uimer.errors import ConfigError, UimerError
+from uimer.errors import ConfigError, UimerError, UimerWarning, describe_os_error
 from uimer.experiments.config import Cell, Grid, column_name
 from uimer.training.runner import RunSpec
 from uimer.training.trainer import TrainConfig
@@ -127,7 +130,7 @@ class PlannedRun:
             "label": self.cell.label, "paper": self.cell.paper, "setting_key": self.cell.setting_key,
             "column": self.column, "task": self.spec.task, "setting": self.spec.setting,
             "encoder": self.spec.encoder, "seed": self.seed, "fingerprint": self.fingerprint,
-            "relpath": str(self.relpath),
+            "versions": self.spec.versions(), "relpath": str(self.relpath),
         }
 
 
@@ -149,9 +152,14 @@ def _spec_for(cell: Cell, seed: int, data_dir: str | None, device: str | None) -
 
 def plan_runs(grid: Grid, seeds: list[int] | None = None, only_settings: list[str] | None = None,
               only_methods: list[str] | None = None, data_dir: str | None = None,
-              device: str | None = None, *, only_seeds: list[int] | None = None) -> list[PlannedRun]:
+              device: str | None = None, *, only_seeds: list[int] | None = None,
+              gpus_per_run: float | None = None) -> list[PlannedRun]:
     """Expand methods x settings x seeds; `seeds` replaces every setting's seeds, `only_seeds` keeps only
-    these of them (a filter, like `only_settings`). Paths must be unique."""
+    these of them (a filter, like `only_settings`). Paths must be unique. `gpus_per_run` replaces the grid's
+    `resources.num_gpus` (a fraction lets Ray pack several runs onto one GPU); it is no part of a run's
+    fingerprint."""
+    if gpus_per_run is not None and (gpus_per_run < 0 or (gpus_per_run > 1 and gpus_per_run != int(gpus_per_run))):
+        raise ConfigError(f"--gpus-per-run {gpus_per_run:g}: give a fraction in [0, 1] or a whole number of GPUs")
     runs: list[PlannedRun] = []
     owner: dict[Path, str] = {}
     cells = grid.cells(only_settings, only_methods)
@@ -163,6 +171,8 @@ def plan_runs(grid: Grid, seeds: list[int] | None = None, only_settings: list[st
                               f"that seed (planned seeds: {' '.join(map(str, known))})")
     for cell in cells:
         resources = {"num_cpus": 1.0, "num_gpus": 0.0, **cell.fields.get("resources", {})}
+        if gpus_per_run is not None:
+            resources["num_gpus"] = float(gpus_per_run)
         for seed in seeds or cell.fields["seeds"]:
             if only_seeds and int(seed) not in only_seeds:
                 continue
@@ -203,8 +213,11 @@ def clean_temporaries(results: Path) -> int:
 
 @contextlib.contextmanager
 def sweep_lock(results: Path) -> Iterator[None]:
-    results.mkdir(parents=True, exist_ok=True)
-    handle = open(results / ".sweep.lock", "a+")  # noqa: SIM115 - held for the whole sweep
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        handle = open(results / ".sweep.lock", "a+")  # noqa: SIM115 - held for the whole sweep
+    except OSError as err:
+        raise SweepError(f"--results {results}: cannot create or write it: {describe_os_error(err)}") from err
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -223,11 +236,25 @@ def sweep_lock(results: Path) -> Iterator[None]:
 
 
 def run_status(results: Path, run: PlannedRun) -> str:
-    """'done' (stored with this fingerprint), 'stale' (stored with another one) or 'todo'."""
-    stored = read_json(results / run.relpath)
+    """'done' (stored with this fingerprint), 'stale' (stored with another one: another configuration, or made by
+    an older behaviour version of the code), 'damaged' (a run file that does not parse) or 'todo'."""
+    path = results / run.relpath
+    stored = read_json(path)
     if stored is None:
-        return "todo"
+        return "damaged" if path.exists() else "todo"
+    if not isinstance(stored.get("test"), int | float):
+        return "damaged"
     return "done" if stored.get("fingerprint") == run.fingerprint else "stale"
+
+
+def made_by_older_version(stored: dict, method: str) -> bool:
+    """Whether a stored run was computed by an older behaviour version of the trainer, its method or its task's
+    rationale reader (a run file without `versions` predates them: version 1 throughout)."""
+    from uimer.training.runner import IMPLICIT_VERSION, behaviour_versions
+
+    current = behaviour_versions(method, stored.get("task"))
+    recorded = stored.get("versions") or {}
+    return any(str(recorded.get(key, IMPLICIT_VERSION)) != value for key, value in current.items())
 
 
 def write_plan(results: Path, grid: Grid, runs: list[PlannedRun]) -> None:
@@ -618,18 +645,29 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
           data_dir: str | None = None, device: str | None = None,
           use_ray: bool = False, ray_address: str | None = None, ray_num_cpus: int | None = None,
           threads: int | None = None, progress: bool = True, run_fn: RunFunction | None = None,
-          console=None) -> SweepOutcome:
+          console=None, gpus_per_run: float | None = None) -> SweepOutcome:
     """Run every planned run that is not done yet; returns what happened. Safe to interrupt and rerun."""
     results = Path(results)
     full_plan = plan_runs(grid, seeds, None, None, data_dir, device)
-    runs = plan_runs(grid, seeds, only_settings, only_methods, data_dir, device, only_seeds=only_seeds)
+    runs = plan_runs(grid, seeds, only_settings, only_methods, data_dir, device, only_seeds=only_seeds,
+                     gpus_per_run=gpus_per_run)
+    if (use_ray or ray_address) and any(r.spec.config.device.startswith("cuda") and not r.resources["num_gpus"]
+                                        for r in runs):
+        raise ConfigError("--device cuda on Ray needs a GPU share per run: Ray hides the GPUs from tasks that "
+                          "ask for none (give --gpus-per-run, e.g. 0.25 to run four at a time on one GPU)")
     outcome = SweepOutcome(planned=len(runs))
     started, t0 = _now(), time.perf_counter()
     with sweep_lock(results):
         removed = clean_temporaries(results)
         write_plan(results, grid, full_plan)
-        todo = [r for r in runs if run_status(results, r) != "done"]
+        status = {r.name: run_status(results, r) for r in runs}
+        todo = [r for r in runs if status[r.name] != "done"]
         outcome.skipped = len(runs) - len(todo)
+        for run in runs:
+            if status[run.name] == "damaged":
+                message = f"{results / run.relpath} is damaged (truncated or not JSON); that run starts over"
+                warnings.warn(message, UimerWarning, stacklevel=2)
+                _log_line(results, message)
         mode = "ray" if (use_ray or ray_address) else "sequential"
         _log_line(results, f"sweep {grid.name}: {len(runs)} runs, {outcome.skipped} done, {len(todo)} to run ({mode})"
                   + (f"; removed {removed} temporary files" if removed else ""))

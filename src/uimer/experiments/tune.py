@@ -759,7 +759,7 @@ def write_chosen(out: Path, results: Path | None, variant: str | None = None) ->
             "label": f"{chosen['method']} tuned on dev ({', '.join(f'{k} {v:g}' for k, v in chosen['params'].items())})",
             "paper": None, "setting_key": column, "column": column, "task": spec.task, "setting": spec.setting,
             "encoder": spec.encoder, "seed": s["seed"], "fingerprint": spec.fingerprint(), "relpath": str(relpath),
-            "dev": s["dev"], "test": test, "best_epoch": s.get("best_epoch"), "epochs_run": s.get("epochs_run"),
+            "versions": spec.versions(), "dev": s["dev"], "test": test, "best_epoch": s.get("best_epoch"), "epochs_run": s.get("epochs_run"),
             "seconds": s.get("seconds"), "wall_seconds": s.get("seconds"), "history": s.get("history", []),
             "device": spec.config.device, "finished_at": chosen.get("finished_at"), "spec": spec_dict,
             "tuned": tuned_meta,

@@ -9,13 +9,15 @@ from uimer.interpret import (
     marginalization,  # noqa: F401 - registers the im-* methods
 )
 from uimer.interpret.base import (
+    CLI_OPTION_SCOPES,
     CLI_OPTIONS,
     METHODS,
     Attribution,
     InterpretationMethod,
     create_method,
+    option_users,
     register_cli_options,
     register_method,
 )
 
-__all__ = ["CLI_OPTIONS", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]
+__all__ = ["CLI_OPTIONS", "CLI_OPTION_SCOPES", "option_users", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]

@@ -44,6 +44,15 @@ class InterpretationMethod(ABC):
     family: ClassVar[str] = ""  # "baseline", "gb", "im", "dm"
     # Second-order gradients do not run under fused SDPA attention: such methods get eager attention.
     needs_double_backward: ClassVar[bool] = False
+    # Behaviour version: bump it (as a string: "2", "3", ...) in any change that alters the numbers this method
+    # gives for the same configuration. It enters the run fingerprint, so results made before are reported stale.
+    version: ClassVar[str] = "1"
+
+    @classmethod
+    def behaviour_version(cls, task: str) -> str:
+        """The version of this method's numbers on `task` (a task name such as snips-slot): a change that left
+        one task's numbers bit-identical keeps that task's results current by returning the old version there."""
+        return cls.version
 
     def __init__(self, options: dict | None = None):
         self.options = dict(options or {})
@@ -129,16 +138,28 @@ register_method("baseline", "baseline", "the base model, task loss only")(Baseli
 
 # Family modules add their flags (e.g. --margin, --im-k) through this hook, so the CLI stays generic.
 CLI_OPTIONS: list[tuple[str, Callable]] = []
+# Which methods read a group's flags: title -> (family, {argparse dest: method names} for flags only some read).
+CLI_OPTION_SCOPES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
 
 
-def register_cli_options(title: str) -> Callable:
-    """Decorator for `fn(group)` that adds a family's argparse options to `uimer train`."""
+def register_cli_options(title: str, family: str = "", only: dict[str, tuple[str, ...]] | None = None) -> Callable:
+    """Decorator for `fn(group)` that adds a family's argparse options to `uimer train`; `family` and `only` say
+    which methods read them, so a flag that none of the chosen methods reads is refused instead of ignored."""
 
     def decorator(fn: Callable) -> Callable:
         CLI_OPTIONS.append((title, fn))
+        CLI_OPTION_SCOPES[title] = (family, dict(only or {}))
         return fn
 
     return decorator
+
+
+def option_users(title: str, dest: str) -> list[str]:
+    """The registered methods that read the flag `dest` of option group `title` (all, when unscoped)."""
+    family, only = CLI_OPTION_SCOPES.get(title, ("", {}))
+    if dest in only:
+        return list(only[dest])
+    return sorted(name for name, spec in METHODS.items() if not family or spec.family == family)
 
 
 def create_method(name: str, options: dict | None = None) -> InterpretationMethod:

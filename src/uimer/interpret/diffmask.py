@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from uimer.checks import Domain
 from uimer.data.encoding import Batch
 from uimer.errors import ConfigError
 from uimer.interpret.base import (
@@ -334,10 +335,11 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 def read_states(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor) -> Reading:
     """One clean forward recording the states the gates read (DiffMask's getter) and the clean prediction."""
     embeds = model.embed(batch.input_ids)
-    out = model.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                        token_type_ids=batch.token_type_ids, output_hidden_states=True)
-    hidden = out.hidden_states
-    logits = model.head_logits(out.last_hidden_state, batch.attention_mask, batch.word_starts)
+    with model.autocast():
+        out = model.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                            token_type_ids=batch.token_type_ids, output_hidden_states=True)
+    hidden = tuple(h.to(embeds.dtype) for h in out.hidden_states)  # the gates read fp32 states under bf16 too
+    logits = model.head_logits(out.last_hidden_state.to(embeds.dtype), batch.attention_mask, batch.word_starts)
     if extractor.gate == "input":
         return Reading(torch.stack([embeds, *hidden], dim=2), embeds, embeds, logits)
     state = hidden[extractor.hidden_layer]
@@ -524,7 +526,12 @@ class DMOptions:
         if opts.rounds < 1 or opts.model_epochs_per_round < 1 or opts.extractor_epochs < 0 or opts.extractor_min_steps < 0:
             raise ConfigError("--rounds and --model-epochs-per-round must be >= 1, --extractor-epochs and "
                               "--extractor-min-steps >= 0")
-        if opts.lr_extractor <= 0 or opts.lr_alpha <= 0 or opts.round_lr_decay <= 0:
+        if not math.isfinite(opts.eps):  # the CLI and grids also require >= 0; tests force violations with < 0
+            raise ConfigError(f"--dm-eps must be a finite number, got {opts.eps}")
+        if opts.hidden_layer is not None and opts.hidden_layer < 0:
+            raise ConfigError(f"--dm-hidden-layer must be >= 0, got {opts.hidden_layer}")
+        if not all(math.isfinite(v) for v in (opts.lr_extractor, opts.lr_alpha, opts.round_lr_decay)) or \
+                opts.lr_extractor <= 0 or opts.lr_alpha <= 0 or opts.round_lr_decay <= 0:
             raise ConfigError("--lr-extractor, --dm-lr-alpha and --round-lr-decay must be > 0")
         for flag, value in (("--dm-warmup-lr", opts.warmup_lr), ("--dm-warmup-batch-size", opts.warmup_batch_size),
                             ("--dm-warmup-max-epochs", opts.warmup_max_epochs)):
@@ -541,24 +548,25 @@ class DMOptions:
         return {name: value for name, value in pairs if value is not None}
 
 
-@register_cli_options("DiffMask extractor (dm-*)")
+@register_cli_options("DiffMask extractor (dm-*)", family="dm",
+                      only={"rounds": ("dm-multi-round",), "model_epochs_per_round": ("dm-multi-round",)})
 def _dm_cli(group) -> None:
     group.add_argument("--dm-gate", choices=GATES, default="input",
                        help="mask the input word embeddings (gates read [h_0; h_i] of every layer) or one hidden layer")
-    group.add_argument("--dm-hidden-layer", type=int, default=None,
+    group.add_argument("--dm-hidden-layer", type=Domain(int, 0, 1000), default=None,
                        help="layer whose input --dm-gate hidden masks (default: num_layers // 2, a fixed middle layer)")
-    group.add_argument("--rounds", type=int, default=10, help="dm-multi-round: rounds of (extractor, model) training")
-    group.add_argument("--extractor-epochs", type=int, default=10, help="extractor epochs per round (theta frozen)")
-    group.add_argument("--extractor-min-steps", type=int, default=50,
+    group.add_argument("--rounds", type=Domain(int, 1, 10000), default=10, help="dm-multi-round: rounds of (extractor, model) training")
+    group.add_argument("--extractor-epochs", type=Domain(int, 0, 100000), default=10, help="extractor epochs per round (theta frozen)")
+    group.add_argument("--extractor-min-steps", type=Domain(int, 0, 10**9), default=50,
                        help="a freshly built extractor trains at least this many steps (whole epochs)")
-    group.add_argument("--model-epochs-per-round", type=int, default=2,
+    group.add_argument("--model-epochs-per-round", type=Domain(int, 1, 100000), default=2,
                        help="dm-multi-round: model epochs per round (dm-one-pass trains until early stopping)")
-    group.add_argument("--lr-extractor", type=float, default=1e-3, help="Adam LR of the gates and placeholder")
-    group.add_argument("--dm-lr-alpha", type=float, default=1.0, help="gradient-ascent LR of the Lagrange multiplier")
-    group.add_argument("--round-lr-decay", type=float, default=1.0,
+    group.add_argument("--lr-extractor", type=Domain(float, 0, 10, low_open=True), default=1e-3, help="Adam LR of the gates and placeholder")
+    group.add_argument("--dm-lr-alpha", type=Domain(float, 0, 1e6, low_open=True), default=1.0, help="gradient-ascent LR of the Lagrange multiplier")
+    group.add_argument("--round-lr-decay", type=Domain(float, 0, 100, low_open=True), default=1.0,
                        help="round r (1-based) trains at LR * decay^(r-1), for the model and the extractor")
     group.add_argument("--reinit-extractor", action="store_true", help="a fresh extractor every round")
-    group.add_argument("--dm-eps", type=float, default=0.1, help="KL tolerance of the masked prediction")
+    group.add_argument("--dm-eps", type=Domain(float, 0, 1e6), default=0.1, help="KL tolerance of the masked prediction")
     group.add_argument("--dm-score", choices=SCORES, default="keep-prob",
                        help="scores for L_int/attribution: P(piece kept) (smooth) or the clamped test-time gate")
     group.add_argument("--dm-no-test-curve", action="store_true",
@@ -575,6 +583,9 @@ def _dm_cli(group) -> None:
 
 class DiffMaskMethod(InterpretationMethod):
     """UIMER-DM; the subclasses differ only in the schedule (one round until early stop, or R short rounds)."""
+
+    # 2: Eq. 7 summed over the batch, as the reference the paper's alphas were tuned on (issue 29, fix 1).
+    version = "2"
 
     family = "dm"
     owns_schedule: ClassVar[bool] = True

@@ -162,7 +162,7 @@ def huang_loss(
     return huang_reduce(variant, terms)
 
 
-@register_cli_options("UIMER-GB (gradient-based methods)")
+@register_cli_options("UIMER-GB (gradient-based methods)", family="gb", only={"ghaeini_saliency": ("gb-ghaeini",)})
 def add_gb_options(group) -> None:
     group.add_argument(
         "--ghaeini-saliency", choices=GHAEINI_SALIENCIES, default=GHAEINI_SALIENCIES[0],
@@ -270,6 +270,9 @@ class Ghaeini(GradientMethod):
 
 class Huang(GradientMethod):
     """Huang et al. 2021: normalised L1 gradient norms of each example's own task loss."""
+
+    # 2: the reference's reductions (base/order summed over the batch, gate variants a batch mean; issue 29, fix 2).
+    version = "2"
 
     variant: ClassVar[str] = "base"
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from uimer.checks import Domain
 from uimer.data.encoding import Batch, EncodedSplit
 from uimer.errors import ConfigError
 from uimer.interpret.base import (
@@ -144,6 +145,14 @@ def _option(options: dict, key: str, default):
 class InputMarginalization(InterpretationMethod):
     """UIMER-IM with one replacement strategy (set by the registered subclasses)."""
 
+    # 2: exact log(1 - m) from the other classes' logits, so LO(m) keeps its gradient when the model is confident
+    # (issue 29, fix 6); slot filling keeps the capped form, so its numbers are those of version 1.
+    version = "2"
+
+    @classmethod
+    def behaviour_version(cls, task: str) -> str:
+        return "1" if task == "snips-slot" else cls.version
+
     family = "im"
     strategy: ClassVar[str] = ""
 
@@ -162,7 +171,7 @@ class InputMarginalization(InterpretationMethod):
         self.chunk = int(_option(o, "im_chunk", 0))
         if self.k < 1:
             raise ConfigError(f"--im-k must be >= 1, got {self.k}")
-        if self.margin < 0:
+        if not (math.isfinite(self.margin) and self.margin >= 0):
             raise ConfigError(f"--margin must be >= 0, got {self.margin}")
         if self.fraction is not None and not 0 < self.fraction <= 1:
             raise ConfigError(f"--max-rationale-fraction must be in (0, 1], got {self.fraction}")
@@ -379,22 +388,22 @@ class IMUniform(InputMarginalization):
     strategy = "uniform"
 
 
-@register_cli_options("input marginalization (im-*)")
+@register_cli_options("input marginalization (im-*)", family="im", only={"mlm": ("im-mlm",)})
 def add_im_options(group) -> None:
-    group.add_argument("--im-k", type=int, default=DEFAULT_K, metavar="K",
+    group.add_argument("--im-k", type=Domain(int, 1, 10000), default=DEFAULT_K, metavar="K",
                        help=f"replaced sentences per side, |S^R| = |S^N| (default {DEFAULT_K}; im-mask uses 1)")
-    group.add_argument("--margin", type=float, default=DEFAULT_MARGIN, metavar="EPS",
+    group.add_argument("--margin", type=Domain(float, 0, 1e6), default=DEFAULT_MARGIN, metavar="EPS",
                        help=f"epsilon of max(a_N - a_R + eps, 0), in bits (default {DEFAULT_MARGIN})")
-    group.add_argument("--max-rationale-fraction", type=float, default=None, metavar="F",
+    group.add_argument("--max-rationale-fraction", type=Domain(float, 0, 1, low_open=True), default=None, metavar="F",
                        help="replace at most max(1, floor(F*L)) rationale pieces and as many non-rationale "
                             f"ones (default {DEFAULT_FRACTION}; im-mask: no cap unless given)")
     group.add_argument("--im-resample", choices=RESAMPLE_CHOICES, default="never",
                        help="draw replacement sets once per seed (the reference) or afresh every epoch")
     group.add_argument("--mlm", default=None, metavar="NAME_OR_PATH",
                        help="masked LM for im-mlm, sharing the encoder's tokenizer (see `uimer mlm train`)")
-    group.add_argument("--log-odds-floor", type=float, default=DEFAULT_FLOOR_BITS, metavar="BITS",
+    group.add_argument("--log-odds-floor", type=Domain(float, -1000, 0, high_open=True), default=DEFAULT_FLOOR_BITS, metavar="BITS",
                        help=f"clamp p and m to >= 2^BITS so p = 0 stays finite (default {DEFAULT_FLOOR_BITS:g}, "
                             "~1e-25 as the reference); m is also capped at 1 - 1e-7")
-    group.add_argument("--im-chunk", type=int, default=0, metavar="ROWS",
+    group.add_argument("--im-chunk", type=Domain(int, 0, 1 << 20), default=0, metavar="ROWS",
                        help="run the replaced sentences in checkpointed chunks of ROWS to bound memory "
                             "(default 0: one forward)")

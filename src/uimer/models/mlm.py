@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uimer.errors import ConfigError
+from uimer.checks import SEED, Domain, check_device
+from uimer.errors import ConfigError, OutputError, describe_os_error
 from uimer.training.trainer import adamw
 
 log = logging.getLogger("uimer.mlm")
@@ -349,12 +350,12 @@ def register_mlm_cli(subparsers) -> None:
     p.add_argument("--data-dir", default=None, help="dataset root (default: $UIMER_DATA_DIR, else ~/.cache/uimer/data)")
     p.add_argument("--base", default="minilm", help="encoder to adapt: 'minilm' (packaged), a name or a path")
     p.add_argument("--out", required=True, help="directory to save the masked LM in (pass it to --mlm)")
-    p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--held-out", type=float, default=HELD_OUT_FRACTION, help="fraction of sentences held out")
+    p.add_argument("--steps", type=Domain(int, 1, 10**7), default=800)
+    p.add_argument("--batch-size", type=Domain(int, 1, 65536), default=32)
+    p.add_argument("--lr", type=Domain(float, 0, 1, low_open=True), default=1e-4)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--max-length", type=Domain(int, 4, 8192), default=128)
+    p.add_argument("--held-out", type=Domain(float, 0, 1, high_open=True), default=HELD_OUT_FRACTION, help="fraction of sentences held out")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_mlm_train)
@@ -365,10 +366,14 @@ def cmd_mlm_train(args) -> int:
 
     if not args.task and not args.corpus:
         raise ConfigError("give at least one --task or --corpus")
+    device = check_device(args.device)
+    try:  # an unwritable --out is found now, not after the training it would lose
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--out {args.out}: cannot create it: {describe_os_error(err)}") from err
     sentences = task_sentences(args.task, args.data_dir) if args.task else []
     for path in args.corpus:
         sentences += corpus_lines(Path(path))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     console = Console(stderr=True)
     report = train_mlm(sentences, args.base, Path(args.out), steps=args.steps, batch_size=args.batch_size,
                        lr=args.lr, seed=args.seed, device=device, max_length=args.max_length,

@@ -11,6 +11,7 @@ Every forward goes through `inputs_embeds`, so gradient methods get per-position
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from uimer.data.types import TaskKind
 from uimer.models.encoder import load_encoder, load_tokenizer
 
 POOLINGS = ("cls", "mean")
+PRECISIONS = ("fp32", "bf16")
 
 
 class TaskModel(nn.Module):
@@ -45,6 +47,22 @@ class TaskModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_labels)
         self.crf = CRF(num_labels, batch_first=True) if kind is TaskKind.TAGGING else None
+        self.precision = "fp32"  # "bf16": the encoder runs under autocast; heads, CRF and losses stay fp32
+
+    def set_precision(self, precision: str) -> TaskModel:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.precision = precision
+        return self
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the model's device for the encoder's matrix work, or nothing in fp32.
+
+        Only the encoder call is autocast and its states come back as fp32, so every loss, log-odds and
+        CRF score is computed in fp32 and the gradient methods' double backward sees fp32 inputs."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.head.weight.device.type, dtype=torch.bfloat16)
 
     # -- forward -------------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -54,8 +72,10 @@ class TaskModel(nn.Module):
     def encode(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
-        out = self.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return out.last_hidden_state
+        with self.autocast():
+            out = self.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids)
+        return out.last_hidden_state.to(inputs_embeds.dtype)  # autocast's bf16 back to the model's dtype
 
     def head_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor) -> torch.Tensor:
         """Class logits (B, C) or word emissions (B, W, T) from the last hidden states."""

@@ -16,12 +16,14 @@ import logging
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from uimer.atomic import open_atomic
+from uimer.atomic import open_atomic, write_text_atomic
+from uimer.errors import UimerWarning
 
 log = logging.getLogger("uimer.checkpoint")
 
@@ -98,7 +100,9 @@ class SeedCheckpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - a damaged checkpoint only costs the time it saved
-            log.warning("ignoring unreadable checkpoint %s (%s); the seed starts from epoch 0", self.path, error)
+            message = f"ignoring unreadable checkpoint {self.path} ({type(error).__name__}); the seed starts over"
+            log.warning("%s: %s", message, error)
+            warnings.warn(message, UimerWarning, stacklevel=2)
             return None
         if not isinstance(state, dict) or state.get("schema") != SCHEMA or state.get("key") != self.key:
             log.info("ignoring checkpoint %s: it belongs to another run", self.path)
@@ -134,8 +138,11 @@ def open_step_log(path: Path, checkpoint: SeedCheckpoint | None):
     if state is not None and path.exists():
         with path.open() as old:
             kept = [line for _, line in zip(range(checkpoint.log_lines), old, strict=False)]
-    handle = path.open("w")
-    handle.writelines(kept)
+    # The cut-back log replaces the old one atomically and durably before anything is appended: truncating in place
+    # and rewriting through a buffer lost the kept lines when a SIGKILL came before the next save's flush (the
+    # checkpoint on disk still counted them), so the resumed seed's log then lacked its first epochs.
+    write_text_atomic(path, "".join(kept))
+    handle = path.open("a")
     if checkpoint is not None:
         checkpoint.log_lines = len(kept)
         checkpoint.log_handle = handle

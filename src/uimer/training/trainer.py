@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from uimer.atomic import write_json_atomic  # noqa: F401 - re-exported for callers
+from uimer.checks import Domain
 from uimer.data.encoding import EncodedSplit
 from uimer.data.types import TaskData, TaskKind
 from uimer.evaluation.metrics import accuracy, slot_f1
@@ -43,7 +44,43 @@ class TrainConfig:
     eval_batch_size: int = 256
     shuffle: bool = True
     device: str = "cpu"
+    precision: str = "fp32"  # "bf16": the encoder under autocast (TaskModel.autocast); losses stay fp32
     method_options: dict = field(default_factory=dict)
+
+
+# Bumped whenever the training loop's numbers change for the same configuration (see RunSpec.fingerprint):
+# results made by an older version are then listed as stale instead of counted.
+TRAINER_VERSION = "1"
+
+# The meaningful range of every numeric TrainConfig field (flags, grid YAML and RunSpec.validate share it).
+TRAIN_DOMAINS: dict[str, Domain] = {
+    "lr": Domain(float, 0, 1, low_open=True),
+    "batch_size": Domain(int, 1, 65536),
+    "max_epochs": Domain(int, 1, 100000),
+    "patience": Domain(int, 0, 100000),
+    "alpha": Domain(float, 0, 1e6),
+    "warmup_epochs": Domain(float, 0, 100000),
+    "weight_decay": Domain(float, 0, 1),
+    "max_grad_norm": Domain(float, 0, None, low_open=True),
+    "lr_warmup_ratio": Domain(float, 0, 1, high_open=True),
+    "eval_batch_size": Domain(int, 1, 1 << 20),
+}
+TRAIN_FLAGS = {name: "--" + name.replace("_", "-") for name in TRAIN_DOMAINS}
+
+
+def train_config_problems(config: TrainConfig) -> list[tuple[str, str]]:
+    """(field, message) for every TrainConfig value outside its domain."""
+    problems = []
+    for name, domain in TRAIN_DOMAINS.items():
+        value = getattr(config, name)
+        if name == "warmup_epochs" and isinstance(value, str):  # "task" or "F*", checked by parse_warmup
+            continue
+        problem = domain.problem(value)
+        if problem:
+            problems.append((name, problem))
+    if not isinstance(config.shuffle, bool):
+        problems.append(("shuffle", f"must be true or false, got {config.shuffle!r}"))
+    return problems
 
 
 @dataclass
