@@ -792,3 +792,31 @@ def test_step_logs_are_stored_compressed_and_read_in_either_form(tmp_path):
     plain.write_text(text)
     assert read_step_log(plain) == text == read_step_log(tmp_path / "c" / "seed1-steps.jsonl.gz")
     assert read_step_log(tmp_path / "missing.jsonl.gz") == ""
+
+
+def test_dev_choice_compares_cells_on_the_seeds_they_share(tmp_path):
+    """A cell given six more seeds (new, harder subsets) is compared with its rivals on the four they share,
+    not on a mean over other data."""
+    results = tmp_path / "results"
+    _fabricate(results, {
+        ("baseline", "baseline", "intent-1"): [0.60, 0.62, 0.64, 0.66],
+        ("im-uniform", "im-uniform", "intent-1"): [0.70, 0.70, 0.70, 0.70],
+        ("im-uniform-warm", "im-uniform", "intent-1"): [0.70, 0.70, 0.70, 0.70],
+    }, devs={
+        ("im-uniform", "im-uniform", "intent-1"): [0.78, 0.78, 0.78, 0.78],
+        ("im-uniform-warm", "im-uniform", "intent-1"): [0.79, 0.79, 0.79, 0.79],
+    })
+    folder = results / "runs/snips-intent/1-shot/im-uniform-warm"
+    template = json.loads((folder / "seed1.json").read_text())
+    extra = []
+    for seed in range(5, 11):
+        record = {**template, "seed": seed, "dev": 0.50, "test": 0.55,
+                  "relpath": f"runs/snips-intent/1-shot/im-uniform-warm/seed{seed}.json"}
+        (folder / f"seed{seed}.json").write_text(json.dumps(record))
+        extra.append({k: v for k, v in record.items() if k not in ("dev", "test", "history", "spec")})
+    (results / "plans" / "more-seeds.json").write_text(json.dumps({"written_at": "2025", "runs": extra}))
+    view = load_view(results)
+    warm = view.cell("im-uniform-warm", "intent-1")
+    assert warm.n == warm.expected == 10 and warm.dev_mean == pytest.approx(61.6)  # below im-uniform's 78
+    assert view.dev_choice("intent-1", ("im",)) == "im-uniform-warm"  # 79 > 78 on seeds 1-4
+    assert view.shared_dev_mean("im-uniform-warm", "intent-1", ("im",)) == pytest.approx(79.0)

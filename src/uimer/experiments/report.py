@@ -127,15 +127,37 @@ class ResultsView:
 
     def dev_choice(self, column: str, families: tuple[str, ...]) -> str | None:
         """The complete cell of these families with the highest mean dev score (ties: the earlier row). Rows
-        written by `uimer tune` do not compete: their dev is the best of many trials, biased upward."""
-        best: tuple[float, str] | None = None
+        written by `uimer tune` do not compete: their dev is the best of many trials, biased upward.
+
+        Cells are compared on the seeds they all share: a cell that got extra seeds (new few-shot subsets, some
+        harder than others) would otherwise be judged on other data than its rivals."""
+        candidates = []
         for row in self.rows:
             cell = self.cell(row.variant, column)
             if row.family not in families or row.tuned or cell is None or not cell.complete or cell.dev_mean is None:
                 continue
-            if best is None or cell.dev_mean > best[0]:
-                best = (cell.dev_mean, row.variant)
-        return best[1] if best else None
+            candidates.append((row.variant, cell))
+        if not candidates:
+            return None
+        shared = set.intersection(*(set(cell.seeds) for _, cell in candidates))
+        best: tuple[float, str] | None = None
+        for variant, cell in candidates:
+            devs = [d for s, d in zip(cell.seeds, cell.devs, strict=True) if s in shared] if shared else cell.devs
+            score = statistics.fmean(devs)
+            if best is None or score > best[0]:
+                best = (score, variant)
+        return best[1]
+
+    def shared_dev_mean(self, variant: str, column: str, families: tuple[str, ...]) -> float | None:
+        """The mean dev `dev_choice` compared this cell on (its seeds shared with every competing cell)."""
+        cell = self.cell(variant, column)
+        if cell is None or cell.dev_mean is None:
+            return None
+        rivals = [self.cell(r.variant, column) for r in self.rows if r.family in families and not r.tuned]
+        rivals = [c for c in rivals if c is not None and c.complete and c.dev_mean is not None]
+        shared = set.intersection(*(set(c.seeds) for c in rivals)) if rivals else set()
+        devs = [d for s, d in zip(cell.seeds, cell.devs, strict=True) if s in shared] if shared else cell.devs
+        return statistics.fmean(devs)
 
 
 def _column_order(columns: set[str], paper: dict) -> list[str]:
@@ -331,10 +353,13 @@ def seconds_matrix(view: ResultsView) -> list[str]:
     return _table(["method", *view.columns], rows)
 
 
-def _choice_text(view: ResultsView, variant: str, column: str) -> str:
+def _choice_text(view: ResultsView, variant: str, column: str, families: tuple[str, ...]) -> str:
     cell = view.cell(variant, column)
-    return (f"{variant} (dev {_f(cell.dev_mean)}) test {_f(cell.mean)}, "
-            f"Δ {format_delta(view.paired(variant, column))}")
+    shared = view.shared_dev_mean(variant, column, families)
+    dev = f"dev {_f(cell.dev_mean)}"
+    if shared is not None and _f(shared) != _f(cell.dev_mean):  # it has seeds its rivals lack
+        dev += f"; {_f(shared)} on the seeds all {'/'.join(families)} cells share"
+    return f"{variant} ({dev}) test {_f(cell.mean)}, Δ {format_delta(view.paired(variant, column))}"
 
 
 def target_lines(view: ResultsView) -> list[str]:
@@ -367,7 +392,8 @@ def target_lines(view: ResultsView) -> list[str]:
             ok = delta is not None and delta.significant_gain
             family_all += 1
             family_ok += ok
-            parts.append(f"{FAMILY_NAMES[family]} {_choice_text(view, variant, column)} {'✅' if ok else '❌'}")
+            parts.append(f"{FAMILY_NAMES[family]} {_choice_text(view, variant, column, (family,))} "
+                         f"{'✅' if ok else '❌'}")
         best = view.dev_choice(column, FAMILIES)
         if best is not None:
             delta = view.paired(best, column)
