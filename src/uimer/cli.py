@@ -64,7 +64,7 @@ def _path_text(value: str) -> str:
 
 
 def add_train_parser(subparsers) -> None:
-    from uimer.interpret import CLI_OPTIONS, METHODS
+    from uimer.interpret import METHODS, add_method_options
     from uimer.models.task_model import PRECISIONS
     from uimer.training.runner import PAPER_SEEDS, SPEC_DOMAINS
     from uimer.training.trainer import TRAIN_DOMAINS as T
@@ -113,16 +113,10 @@ def add_train_parser(subparsers) -> None:
                    help="bf16 runs the encoder under autocast (losses stay fp32); for GPUs with bf16 units")
     p.add_argument("--save-model", action="store_true", help="save each seed's best model under OUTPUT/models/")
     p.add_argument("--no-progress", action="store_true")
-    method_dests: list[str] = []
-    option_flags: dict[str, tuple[str, str, object]] = {}  # dest -> (flag, group title, default)
-    for title, add_options in CLI_OPTIONS:
-        group = p.add_argument_group(title)
-        before = {a.dest for a in p._actions}
-        add_options(group)
-        for action in p._actions:
-            if action.dest not in before:
-                method_dests.append(action.dest)
-                option_flags[action.dest] = (action.option_strings[0], title, action.default)
+    added = add_method_options(p)
+    method_dests = list(added)
+    # dest -> (flag, group title, default)
+    option_flags = {dest: (action.option_strings[0], title, action.default) for dest, (action, title) in added.items()}
     p.set_defaults(func=cmd_train, method_dests=method_dests, option_flags=option_flags,
                    parser_defaults={a.dest: a.default for a in p._actions})
 

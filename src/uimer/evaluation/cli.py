@@ -24,7 +24,7 @@ DM_TRAIN_SIZE = 256
 
 # -- shared options ---------------------------------------------------------------------------------------
 def _add_common(p: argparse.ArgumentParser, *, task: bool = False) -> None:
-    from uimer.interpret import CLI_OPTIONS, METHODS
+    from uimer.interpret import METHODS, add_method_options
 
     p.add_argument("--method", choices=sorted(m for m in METHODS if m != "baseline"), metavar="METHOD", default=None,
                    help="interpretation method (default: the one the model was trained with); one of "
@@ -47,13 +47,7 @@ def _add_common(p: argparse.ArgumentParser, *, task: bool = False) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=Domain(int, 1, 65536), default=32)
     p.add_argument("--max-length", type=Domain(int, 4, 8192), default=128, help="word pieces per input, as in training")
-    dests: list[str] = []
-    for title, add_options in CLI_OPTIONS:
-        group = p.add_argument_group(title)
-        before = {a.dest for a in p._actions}
-        add_options(group)
-        dests += [a.dest for a in p._actions if a.dest not in before]
-    p.set_defaults(method_dests=dests)
+    p.set_defaults(method_dests=list(add_method_options(p)))
 
 
 def _add_sentences(p: argparse.ArgumentParser) -> None:

@@ -214,7 +214,7 @@ def cmd_report(args) -> int:
 def register_tune(subparsers) -> None:
     from uimer.experiments.config import TASK_CHOICES
     from uimer.experiments.tune import DEFAULT_SPACE, SEARCHERS
-    from uimer.interpret import CLI_OPTIONS, METHODS
+    from uimer.interpret import METHODS, add_method_options
     from uimer.training.runner import PAPER_SEEDS
     from uimer.training.trainer import TrainConfig
 
@@ -268,13 +268,7 @@ def register_tune(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="show the trials left and their estimated cost; run nothing")
     p.add_argument("--cost-from", action="append", default=[], metavar="DIR",
                    help="sweep results directories whose measured run times feed --dry-run (e.g. benchmarks/results)")
-    method_dests: list[str] = []
-    for title, add_options in CLI_OPTIONS:
-        group = p.add_argument_group(title)
-        before = {a.dest for a in p._actions}
-        add_options(group)
-        method_dests += [a.dest for a in p._actions if a.dest not in before]
-    p.set_defaults(func=cmd_tune, method_dests=method_dests)
+    p.set_defaults(func=cmd_tune, method_dests=list(add_method_options(p)))
 
 
 def cmd_tune(args) -> int:

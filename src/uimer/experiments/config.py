@@ -217,12 +217,9 @@ def _anchor_paths(fields_: Any, path: Path) -> None:
 # -- validation of run fields ----------------------------------------------------------------------------
 def _option_actions() -> dict[str, argparse.Action]:
     """The method flags of `uimer train`, by argparse dest (registered by the method families)."""
-    from uimer.interpret import CLI_OPTIONS
+    from uimer.interpret import add_method_options
 
-    parser = argparse.ArgumentParser(add_help=False)
-    for _, add_options in CLI_OPTIONS:
-        add_options(parser.add_argument_group())
-    return {a.dest: a for a in parser._actions}
+    return {dest: action for dest, (action, _) in add_method_options(argparse.ArgumentParser(add_help=False)).items()}
 
 
 def _coerce(value: Any, kind: type, key: str, where: _Where) -> Any:
@@ -568,13 +565,9 @@ def load_grid(name: str | Path) -> Grid:
 def _check_option_users(method: str, key: str, fields_: dict, per_setting: dict[str, dict], where: _Where) -> None:
     """A method entry's own options must be ones its method reads (`defaults`/`overrides` may hold options for
     several methods, so they are not checked): an ignored option would silently not do what the grid says."""
-    from uimer.interpret import CLI_OPTIONS, option_users
+    from uimer.interpret import add_method_options, option_users
 
-    title_of = {}
-    for title, add_options in CLI_OPTIONS:
-        parser = argparse.ArgumentParser(add_help=False)
-        add_options(parser.add_argument_group())
-        title_of.update({a.dest: title for a in parser._actions})
+    title_of = {dest: title for dest, (_, title) in add_method_options(argparse.ArgumentParser(add_help=False)).items()}
     layers = [(f"methods.{key}.options", fields_.get("options") or {})]
     layers += [(f"methods.{key}.settings.{s}.options", f.get("options") or {}) for s, f in per_setting.items()]
     for prefix, options in layers:

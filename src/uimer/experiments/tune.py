@@ -55,6 +55,7 @@ from pathlib import Path
 from uimer.atomic import write_json_atomic
 from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import column_name
+from uimer.experiments.sweep import read_json
 from uimer.training.runner import RunSpec
 from uimer.training.trainer import TrainConfig
 
@@ -237,14 +238,6 @@ def _now() -> str:
     return now()
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def log_line(out: Path, text: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "tune.log", "a") as handle:
@@ -254,7 +247,7 @@ def log_line(out: Path, text: str) -> None:
 def open_study(out: Path, study: Study) -> None:
     """Write DIR/study.json, or check that the directory holds this same study."""
     out = Path(out)
-    stored = _read(out / "study.json")
+    stored = read_json(out / "study.json")
     if stored is not None and stored.get("fingerprint") != study.fingerprint():
         raise TuneError(f"{out} holds another study (task, seeds, methods, space or searcher differ); "
                         "use another --out, or remove it to start over")
@@ -265,7 +258,7 @@ def open_study(out: Path, study: Study) -> None:
 
 def load_trials(out: Path) -> list[dict]:
     """Every trial file, in trial order. These carry dev scores only."""
-    trials = [t for p in sorted((Path(out) / TRIALS).glob("*.json")) if (t := _read(p))]
+    trials = [t for p in sorted((Path(out) / TRIALS).glob("*.json")) if (t := read_json(p))]
     return sorted(trials, key=lambda t: (t.get("number", 1 << 30), t["id"]))
 
 
@@ -351,11 +344,11 @@ def run_trial(out: Path, study: Study, cand: dict, report: Callable[[dict], bool
     Writes DIR/trials/<id>.json at the start and after every seed, DIR/sealed/<id>.json alongside."""
     seed_fn = seed_fn or train_seed
     path, sealed_path = Path(out) / TRIALS / f"{cand['id']}.json", Path(out) / SEALED / f"{cand['id']}.json"
-    trial = _read(path) or {"id": cand["id"], "number": cand["number"], "method": cand["method"],
+    trial = read_json(path) or {"id": cand["id"], "number": cand["number"], "method": cand["method"],
                             "params": cand["params"], "seeds": [], "rungs": {}, "started_at": _now()}
     if trial.get("status") in ("complete", "pruned"):
         return trial
-    sealed = _read(sealed_path) or {"id": cand["id"], "test": {}}
+    sealed = read_json(sealed_path) or {"id": cand["id"], "test": {}}
     trial.update(status="running", error=None)
     write_json_atomic(path, trial)
     spec = study.spec_for(cand["method"], cand["params"])
@@ -522,7 +515,7 @@ def _tune_sequential(study: Study, out: Path, outcome: TuneOutcome, threads: int
                     method, params = _from_optuna(study, ask.params)
                     cand = {"id": trial_id(method, params), "number": number, "method": method, "params": params}
                     if cand["id"] in finished:  # proposed again (a categorical space): tell what it gave
-                        known = _read(out / TRIALS / f"{cand['id']}.json") or {}
+                        known = read_json(out / TRIALS / f"{cand['id']}.json") or {}
                         value = objective(known)
                         optuna_study.tell(ask, value) if value is not None else optuna_study.tell(
                             ask, state=optuna.trial.TrialState.PRUNED)
@@ -683,7 +676,7 @@ def _tune_on_ray(study: Study, out: Path, outcome: TuneOutcome, num_cpus: int | 
                 outcome.failed.append((str(trial_key), str(result.error).strip().splitlines()[-1][:300]))
                 continue
             path = out / TRIALS / f"{trial_key}.json"
-            trial = _read(path)
+            trial = read_json(path)
             if trial is None:
                 continue
             if trial.get("status") == "running" and trial["id"] in stopped:  # ASHA stopped it mid-seed
@@ -730,7 +723,7 @@ def write_chosen(out: Path, results: Path | None, variant: str | None = None) ->
     """DIR/chosen.json, and with `results` one run file per seed under results/runs/<task>/<setting>/<variant>/
     in `uimer sweep`'s format, so `uimer report results` shows it beside the baseline (paired deltas)."""
     out = Path(out)
-    study_data = _read(out / "study.json")
+    study_data = read_json(out / "study.json")
     if study_data is None:
         raise TuneError(f"{out}: no study here (study.json missing)")
     study = Study.from_dict(study_data)
@@ -738,7 +731,7 @@ def write_chosen(out: Path, results: Path | None, variant: str | None = None) ->
     chosen = choose(trials)
     if chosen is None:
         raise TuneError(f"{out}: no complete trial yet to choose from (run `uimer tune` again to continue)")
-    sealed = _read(out / SEALED / f"{chosen['id']}.json") or {"test": {}}
+    sealed = read_json(out / SEALED / f"{chosen['id']}.json") or {"test": {}}
     spec = study.spec_for(chosen["method"], chosen["params"])
     variant = variant or f"tuned-{chosen['method']}"
     column = column_name(spec.task, spec.setting)

@@ -14,10 +14,11 @@ from uimer.interpret.base import (
     METHODS,
     Attribution,
     InterpretationMethod,
+    add_method_options,
     create_method,
     option_users,
     register_cli_options,
     register_method,
 )
 
-__all__ = ["CLI_OPTIONS", "CLI_OPTION_SCOPES", "option_users", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]
+__all__ = ["add_method_options", "CLI_OPTIONS", "CLI_OPTION_SCOPES", "option_users", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]

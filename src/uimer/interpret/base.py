@@ -13,6 +13,7 @@ Conventions every method follows:
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,6 +153,16 @@ def register_cli_options(title: str, family: str = "", only: dict[str, tuple[str
         return fn
 
     return decorator
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.Action, str]]:
+    """Add every family's option group to `parser`; returns the flags added, dest -> (action, group title)."""
+    added: dict[str, tuple[argparse.Action, str]] = {}
+    for title, add_options in CLI_OPTIONS:
+        before = {a.dest for a in parser._actions}
+        add_options(parser.add_argument_group(title))
+        added.update({a.dest: (a, title) for a in parser._actions if a.dest not in before})
+    return added
 
 
 def option_users(title: str, dest: str) -> list[str]:
