@@ -220,7 +220,10 @@ def adapt(model: nn.Module, kind: TaskKind | str | None = None) -> HFAdapter:
             kind = TaskKind.CLASSIFICATION
         else:
             raise ConfigError(f"kind: cannot tell the task of a {name}; pass kind='classification', 'pair' or 'tagging'")
-    kind = TaskKind(kind)
+    try:
+        kind = TaskKind(kind)
+    except ValueError as err:
+        raise ConfigError(f"kind must be one of {', '.join(k.value for k in TaskKind)}, not {kind!r}") from err
     if kind is TaskKind.TAGGING:
         return HFTokenClassifier(model)
     return HFSequenceClassifier(model, kind)
