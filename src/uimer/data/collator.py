@@ -113,14 +113,14 @@ class RationaleCollator:
         attention = _tensor(feature.get("attention_mask", [1] * len(ids)), torch.long)
         if len(attention) != len(ids):
             raise DataError(where, f"{len(attention)} entries for {len(ids)} input_ids", field="attention_mask")
-        n = _unpadded_length(attention, where)
+        n, length = _unpadded_length(attention, where), len(ids)
 
         def column(name: str, dtype: torch.dtype, default: torch.Tensor) -> torch.Tensor:
             if name not in feature or feature[name] is None:
                 return default
             value = _tensor(feature[name], dtype)
-            if value.dim() != 1 or len(value) != len(ids):
-                raise DataError(where, f"{tuple(value.shape)} entries for {len(ids)} input_ids", field=name)
+            if value.dim() != 1 or len(value) != length:
+                raise DataError(where, f"{tuple(value.shape)} entries for {length} input_ids", field=name)
             return value[:n]
 
         ids = ids[:n]
