@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from uimer.data.encoding import Batch, EncodedExample, collate
-from uimer.data.types import TaskKind
+from uimer.data.encoding import Batch, EncodedExample, EncodedSplit, collate
+from uimer.data.types import Example, TaskKind
 from uimer.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
@@ -95,7 +95,7 @@ class RationaleCollator:
                 "does not take, so set TrainingArguments(remove_unused_columns=False) (or build the collator "
                 "with require_rationale=False for data without rationales)")
         kind = self.kind or _infer_kind(features)
-        items = [self._encode(f, i, kind) for i, f in enumerate(features)]
+        items = [self.encode_feature(f, i, kind) for i, f in enumerate(features)]
         indices = [int(f.get("index", -1)) for f in features]
         batch = collate(items, indices, int(self.tokenizer.pad_token_id))
         inputs: dict[str, torch.Tensor] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
@@ -105,7 +105,24 @@ class RationaleCollator:
             inputs["labels"] = batch.labels if kind is not TaskKind.TAGGING else _piece_labels(batch)
         return inputs, batch
 
-    def _encode(self, feature: Mapping, i: int, kind: TaskKind) -> EncodedExample:
+    def split(self, features: Sequence[Mapping]) -> EncodedSplit:
+        """A uimer split of a whole training set of features: what UIMER-IM builds its replacement sets from.
+
+        HF features carry no words, so each example's `words` are its real word pieces (for messages only);
+        batches of the split are padded as `collate` pads them."""
+        if not features:
+            return EncodedSplit([], [], int(self.tokenizer.pad_token_id))
+        kind = self.kind or _infer_kind(features)
+        items = [self.encode_feature(f, i, kind) for i, f in enumerate(features)]
+        examples = []
+        for i, item in enumerate(items):
+            pieces = self.tokenizer.convert_ids_to_tokens(item.input_ids[item.real].tolist()) or ["[empty]"]
+            examples.append(Example(words=[str(p) for p in pieces], label=item.label if item.label >= 0 else None,
+                                    source=f"feature #{i + 1}"))
+        return EncodedSplit(examples, items, int(self.tokenizer.pad_token_id))
+
+    def encode_feature(self, feature: Mapping, i: int, kind: TaskKind) -> EncodedExample:
+        """One feature, unpadded, as uimer's encoding stores an example (`i` names it in errors)."""
         where = f"example #{i + 1} of the batch"
         if "input_ids" not in feature:
             raise DataError(where, "a feature needs input_ids", field="input_ids")
