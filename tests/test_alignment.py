@@ -83,6 +83,15 @@ def test_a_span_cutting_a_word_marks_only_the_pieces_it_touches():
     assert "offset_mapping" in enc  # kept when the caller asked for it
 
 
+def test_tensors_when_asked():
+    import torch
+
+    enc = encode_with_rationales(TOKENIZER, ["play songs", "play"], spans=[[(5, 10)], []], padding=True,
+                                 return_tensors="pt")
+    assert isinstance(enc["rationale_mask"], torch.Tensor) and enc["rationale_mask"].shape == enc["input_ids"].shape
+    assert enc["rationale_mask"].tolist() == [[0, 0, 1, 1, 0], [0, 0, 0, 0, 0]]
+
+
 def test_pairs_align_each_side_to_its_own_words_and_spans():
     enc = encode_with_rationales(TOKENIZER, [["kids", "smiling"]], word_rationales=[[0, 1]],
                                  pairs=[["children", "waving", "at", "camera"]], pair_word_rationales=[[1, 0, 0, 1]])

@@ -20,6 +20,8 @@ What the trainer does around the HF loop (one loop: it only overrides `compute_l
 - evaluation and prediction are plain HF (task loss and logits).
 
 DM (`dm-*`) needs its extractor phases scheduled inside the trainer; that is not here yet and is refused.
+The loss runs the model through the adapter (on the unwrapped `self.model`), so this first version is for
+single-process training; under DDP the wrapped model's gradient hooks would be bypassed.
 """
 
 from __future__ import annotations

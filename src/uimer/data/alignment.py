@@ -172,9 +172,15 @@ def encode_with_rationales(
             if pairs is not None:
                 other = check_spans(pair_spans[i] if pair_spans is not None else [], len(pairs[i]), i, "pair_spans")
             special = [w is None for w in encoding.word_ids(i)]
-            masks.append(spans_to_pieces(encoding["offset_mapping"][i], own, special=special,
+            offsets = [tuple(int(v) for v in pair) for pair in encoding["offset_mapping"][i]]
+            masks.append(spans_to_pieces(offsets, own, special=special,
                                          sequence_ids=sequence_ids, pair_spans=other))
-    encoding[RATIONALE_FIELD] = masks
+    if tokenizer_kwargs.get("return_tensors") == "pt":  # padded to one length, as the other columns
+        import torch
+
+        encoding[RATIONALE_FIELD] = torch.tensor(masks, dtype=torch.float)
+    else:
+        encoding[RATIONALE_FIELD] = masks
     if not split and not tokenizer_kwargs.get("return_offsets_mapping"):
         del encoding["offset_mapping"]  # asked for here, not by the caller: the model's forward would refuse it
     return encoding
