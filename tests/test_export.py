@@ -113,3 +113,28 @@ def test_export_refuses_what_has_no_transformers_equivalent(tiny_tokenizer):
     with pytest.raises(ConfigError, match="labels"):
         to_hf_sequence_classifier(TaskModel(make_tiny_encoder(len(tiny_tokenizer)), TaskKind.CLASSIFICATION, 3),
                                   labels=["a", "b"])
+
+
+@pytest.mark.integration
+def test_packaged_minilm_export_matches_to_float_noise(tmp_path):
+    """On the real MiniLM (|h_[CLS]| up to ~6) the default pooler scale leaves only float32 noise."""
+    from transformers import AutoModelForSequenceClassification
+
+    from uimer.models.encoder import load_tokenizer
+    from uimer.models.task_model import build_model
+
+    tokenizer = load_tokenizer("minilm")
+    torch.manual_seed(0)
+    model = build_model("minilm", TaskKind.CLASSIFICATION, 7, attn_implementation="eager").eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.5)
+    model.save(tmp_path / "saved", tokenizer, {"labels": [f"intent{i}" for i in range(7)]})
+    loaded = AutoModelForSequenceClassification.from_pretrained(export_saved_model(tmp_path / "saved", tmp_path / "hf"))
+    examples = [Example(words=s.split(), label=0) for s in SENTENCES]
+    batch = encode_examples(examples, tokenizer, TaskKind.CLASSIFICATION).collate(list(range(len(examples))))
+    with torch.no_grad():
+        ours = model(batch)
+        theirs = loaded.eval()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                               token_type_ids=batch.token_type_ids).logits
+    assert torch.equal(theirs.argmax(-1), ours.argmax(-1))
+    assert float((theirs - ours).abs().max()) < 1e-5 * max(1.0, float(ours.abs().max()))
