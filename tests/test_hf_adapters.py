@@ -293,3 +293,41 @@ def test_adapt_refuses_what_it_cannot_tell():
         adapt(hf_model(TaskKind.CLASSIFICATION), "regression")
     with pytest.raises(ConfigError, match="kind"):
         HFSequenceClassifier(hf_model(TaskKind.CLASSIFICATION), TaskKind.TAGGING)
+
+
+def other_encoder(model_type: str, kind: TaskKind):
+    """Tiny DistilBERT (no token types, its own head) and RoBERTa (head on the features) models."""
+    import transformers as tf
+
+    labels = TAGS if kind is TaskKind.TAGGING else CLASSES
+    vocab = len(make_tokenizer())
+    torch.manual_seed(1)
+    if model_type == "distilbert":
+        config = tf.DistilBertConfig(vocab_size=vocab, dim=HIDDEN, n_layers=LAYERS, n_heads=2, hidden_dim=64,
+                                     max_position_embeddings=64, num_labels=labels, attn_implementation="eager")
+        cls = tf.DistilBertForTokenClassification if kind is TaskKind.TAGGING else tf.DistilBertForSequenceClassification
+    else:
+        config = tf.RobertaConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=80, type_vocab_size=1, pad_token_id=0,
+                                  num_labels=labels, attn_implementation="eager")
+        cls = tf.RobertaForTokenClassification if kind is TaskKind.TAGGING else tf.RobertaForSequenceClassification
+    return cls(config)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta"])
+def test_other_encoders_run_the_methods_and_dm_reads_their_head(model_type, kind, tiny_tokenizer):
+    from uimer.interpret.diffmask import read_states
+
+    model = adapt(other_encoder(model_type, kind)).eval()
+    _, batch = collated(tiny_tokenizer, kind)
+    dm = prepared("dm-one-pass", kind, model, tiny_tokenizer, None)
+    with torch.no_grad():  # DM applies the classification head itself: it must be the model's own
+        torch.testing.assert_close(read_states(model, batch, dm.extractor).logits, model(batch), rtol=0, atol=1e-6)
+    for name in ("gb-huang-base", "im-uniform", "dm-one-pass"):
+        method = prepared(name, kind, model, tiny_tokenizer, None)
+        model.zero_grad(set_to_none=True)
+        loss = l_int(method, model, batch)
+        loss.backward()
+        grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+        assert float(loss.detach()) > 0 and any(float(g.abs().sum()) > 0 for g in grads), name
