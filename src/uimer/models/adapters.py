@@ -18,6 +18,9 @@ Choices:
   None, as for the CRF. `task_loss` is the HF model's own token cross-entropy: a mean over every labelled
   piece of the batch.
 - `encoder` is the HF model's base transformer (`model.base_model`), so UIMER-DM's layer hooks find its layers.
+  DM also reads two members outside the protocol (its state reader runs the encoder itself): `autocast()` and
+  `head_logits(hidden, attention_mask, word_starts)`, the model's own head applied to last hidden states, which
+  is mapped per architecture (BERT, RoBERTa family, ELECTRA, DistilBERT) and refused by name elsewhere.
 - gradient methods differentiate a gradient (double backward), which SDPA and flash attention kernels do not
   support: `use_eager_attention` switches a model to eager attention, or says how to load it that way.
 """
@@ -36,8 +39,8 @@ from uimer.errors import ConfigError
 
 EAGER = "eager"
 # model_type -> how its sequence-classification head maps last hidden states to logits (see `head_logits`)
-_POOLER_HEADS = ("bert", "ernie", "megatron-bert", "roc_bert")
-_FEATURE_HEADS = ("roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "xlm-roberta-xl")
+_POOLER_HEADS = ("bert",)  # pooler (in the base model) -> dropout -> classifier
+_FEATURE_HEADS = ("roberta", "xlm-roberta", "camembert", "electra")  # the head reads h_[CLS] from the states
 
 
 def attention_implementation(model: nn.Module) -> str | None:
