@@ -80,8 +80,15 @@ class DevSelection(TrainerCallback):
         self.bad = 0
         self.history: list[dict] = []
         self._state: dict[str, torch.Tensor] | None = None
+        self._training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._training = True
+        return control
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        if not self._training:  # evaluate() after training (a test set): not a model-selection step
+            return control
         if not metrics or self.metric not in metrics:
             raise ConfigError(f"metric: DevSelection reads {self.metric!r}, but the evaluation gave "
                               f"{sorted(metrics or {})} (compute_metrics names it without the 'eval_' prefix)")
@@ -98,6 +105,7 @@ class DevSelection(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._training = False
         if model is not None and self._state is not None:
             model.load_state_dict(self._state)
         return control

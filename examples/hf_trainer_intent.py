@@ -1,0 +1,111 @@
+"""1-shot SNIPS intent with a plain Hugging Face model and `transformers.Trainer`, plus UIMER's alignment loss.
+
+    python examples/hf_trainer_intent.py --seed 55 --method gb-huang-base
+    python examples/hf_trainer_intent.py --seed 55 --method im-mask
+
+The packaged MiniLM (`--encoder minilm`, any HF name or directory works) is loaded as
+`AutoModelForSequenceClassification`; the training subset is the one `uimer train --task snips-intent --shot 1
+--seeds 55` draws (the reference's sampler), and the hyper-parameters are the CLI's: batch 24, AdamW (eps 1e-8,
+no weight decay), a linear decay to 0 over max-epochs x steps-per-epoch with no LR warm-up, gradient clipping at 1,
+dropout 0.1, at most 70 epochs, dev accuracy after every epoch, the best dev epoch's weights kept (ties to the later
+epoch) and early stopping after more than 7 epochs below the best (`uimer.DevSelection`). Test accuracy is scored
+once, at the best dev epoch. What still differs from the CLI's model: the head. `BertForSequenceClassification`
+runs h_[CLS] through BERT's pretrained pooler (dense + tanh) before dropout + linear, and initialises the linear
+layer from N(0, 0.02); uimer's `TaskModel` feeds h_[CLS] straight to a linear layer with torch's default init. The
+random streams (head init, dropout) therefore differ too, so one seed's numbers are close, not identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snips_data import features, few_shot, load, subset  # noqa: E402 - the examples' shared helpers
+
+import uimer  # noqa: E402
+from uimer.data.types import TaskKind  # noqa: E402
+from uimer.models.encoder import resolve_encoder  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=55, help="few-shot subset and training seed (default 55)")
+    p.add_argument("--method", default="gb-huang-base", choices=uimer.method_names(),
+                   help="uimer method (gb-*, im-*; dm-* with --warmup-epochs >= 1)")
+    p.add_argument("--alpha", type=float, default=1.0, help="weight of L_int (default 1)")
+    p.add_argument("--shot", type=int, default=1)
+    p.add_argument("--encoder", default="minilm", help="packaged 'minilm', a HF name or a directory")
+    p.add_argument("--data-dir", default=None, help="datasets root (default $UIMER_DATA_DIR, else ../shared/data)")
+    p.add_argument("--max-length", type=int, default=50)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=24)
+    p.add_argument("--max-epochs", type=int, default=70)
+    p.add_argument("--patience", type=int, default=7)
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs of L_task only before L_int")
+    p.add_argument("--dev-size", type=int, default=None, help="a seeded stratified dev subset (as the CLI's flag)")
+    p.add_argument("--test-size", type=int, default=None, help="a stratified test subset (quick checks only)")
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (tests)")
+    p.add_argument("--output-dir", default="runs/hf-intent", help="where results.json (and the model) go")
+    p.add_argument("--save-model", action="store_true", help="save_pretrained the selected model to OUTPUT/model")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    return p.parse_args(argv)
+
+
+def accuracy(prediction) -> dict:
+    return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments, set_seed
+
+    task = load("snips-intent", args.data_dir)
+    path = resolve_encoder(args.encoder)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    train = features(tokenizer, few_shot(task, args.shot, args.seed), TaskKind.CLASSIFICATION, args.max_length)
+    dev = features(tokenizer, subset(task, task.dev, args.dev_size), TaskKind.CLASSIFICATION, args.max_length)
+    test = features(tokenizer, subset(task, task.test, args.test_size), TaskKind.CLASSIFICATION, args.max_length)
+
+    set_seed(args.seed)  # the head's initialisation and the dropout stream
+    gradient = uimer.METHODS[args.method].family == "gb"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(task.labels), id2label=dict(enumerate(task.labels)),
+        label2id={name: i for i, name in enumerate(task.labels)},
+        attn_implementation="eager" if gradient else "sdpa")  # GB: a gradient of a gradient needs eager attention
+    out = Path(args.output_dir)
+    training = TrainingArguments(
+        output_dir=str(out), seed=args.seed, use_cpu=args.device == "cpu",
+        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=256,
+        learning_rate=args.lr, num_train_epochs=args.max_epochs, max_steps=args.max_steps,
+        optim="adamw_torch_fused", adam_epsilon=1e-8, weight_decay=0.0, max_grad_norm=1.0,
+        lr_scheduler_type="linear", warmup_steps=0,
+        eval_strategy="epoch", save_strategy="no", logging_strategy="epoch", report_to=[], disable_tqdm=True,
+        remove_unused_columns=False,  # keep `rationale_mask` for uimer's collator
+    )
+    selection = uimer.DevSelection("eval_accuracy", patience=args.patience)
+    trainer = uimer.UimerTrainer(
+        model=model, args=training, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
+        compute_metrics=accuracy, callbacks=[selection],
+        method=args.method, alpha=args.alpha, warmup_epochs=args.warmup_epochs)
+    trainer.train()  # DevSelection leaves the best dev epoch's weights in the model
+    test_accuracy = trainer.evaluate(test, metric_key_prefix="test")["test_accuracy"]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    result = {"method": args.method, "seed": args.seed, "shot": args.shot, "dev": selection.best,
+              "best_epoch": selection.best_epoch, "epochs_run": trainer.state.epoch, "test": test_accuracy,
+              "train_loss": losses, "dev_history": selection.history}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    if args.save_model:
+        trainer.save_model(str(out / "model"))  # plain transformers: AutoModelForSequenceClassification loads it
+    print(f"{args.method} seed {args.seed}: dev {selection.best:.4f} (epoch {selection.best_epoch}), "
+          f"test accuracy {test_accuracy:.4f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
