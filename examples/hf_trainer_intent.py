@@ -60,6 +60,12 @@ def accuracy(prediction) -> dict:
     return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
 
 
+def evaluation_features(tokenizer, task, examples, size: int | None, max_length: int) -> list[dict]:
+    """Dev or test features, length-sorted so that evaluation batches pad less (accuracy ignores the order)."""
+    rows = features(tokenizer, subset(task, examples, size), TaskKind.CLASSIFICATION, max_length)
+    return sorted(rows, key=lambda feature: len(feature["input_ids"]))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments, set_seed
@@ -68,8 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     path = resolve_encoder(args.encoder)
     tokenizer = AutoTokenizer.from_pretrained(path)
     train = features(tokenizer, few_shot(task, args.shot, args.seed), TaskKind.CLASSIFICATION, args.max_length)
-    dev = features(tokenizer, subset(task, task.dev, args.dev_size), TaskKind.CLASSIFICATION, args.max_length)
-    test = features(tokenizer, subset(task, task.test, args.test_size), TaskKind.CLASSIFICATION, args.max_length)
+    dev = evaluation_features(tokenizer, task, task.dev, args.dev_size, args.max_length)
+    test = evaluation_features(tokenizer, task, task.test, args.test_size, args.max_length)
 
     set_seed(args.seed)  # the head's initialisation and the dropout stream
     gradient = uimer.METHODS[args.method].family == "gb"
@@ -93,11 +99,14 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=accuracy, callbacks=[selection],
         method=args.method, alpha=args.alpha, warmup_epochs=args.warmup_epochs)
     trainer.train()  # DevSelection leaves the best dev epoch's weights in the model
-    test_accuracy = trainer.evaluate(test, metric_key_prefix="test")["test_accuracy"]
+    scored = trainer.predict(test, metric_key_prefix="test")
+    test_accuracy = scored.metrics["test_accuracy"]
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     result = {"method": args.method, "seed": args.seed, "shot": args.shot, "dev": selection.best,
               "best_epoch": selection.best_epoch, "epochs_run": trainer.state.epoch, "test": test_accuracy,
-              "train_loss": losses, "dev_history": selection.history}
+              "train_loss": losses, "dev_history": selection.history,
+              "test_predictions": np.argmax(scored.predictions, -1).tolist(),
+              "logs": [e for e in trainer.state.log_history if "loss" in e]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
     if args.save_model:

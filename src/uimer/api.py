@@ -290,8 +290,11 @@ class Aligner:
 
     # -- losses and attributions ---------------------------------------------------------------------------------
     def active(self, step: int | None) -> bool:
-        """Whether L_int is on at this step: never for the baseline or alpha 0, not before `warmup_steps`."""
+        """Whether L_int is on at this step: never for the baseline or alpha 0, not before `warmup_steps`, and
+        for DM not before an extractor exists (its L_int reads one)."""
         if self.family == "baseline" or self.alpha == 0:
+            return False
+        if self.family == "dm" and self.method.extractor is None:
             return False
         if self.warmup_steps:
             if step is None:

@@ -192,6 +192,7 @@ class UimerTrainer(Trainer):
         if self.aligner.family != "baseline":
             self.aligner.prepare(train, tokenizer, int(self.args.seed), model=self.adapter, device=self.args.device,
                                  batch_size=self.args.per_device_train_batch_size)
+        self._loss_sums: dict[str, list[float]] = {"l_task": [], "l_int": []}
         self.dm_schedule: DiffMaskSchedule | None = None
         if self.aligner.family == "dm":
             self.dm_schedule = DiffMaskSchedule(self, int(warmup_epochs))
@@ -216,7 +217,21 @@ class UimerTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         batch = pop_batch(inputs)
         out = self.aligner(self.adapter, batch, step=self.state.global_step)
+        if model.training:  # the logged means (see `log`)
+            self._loss_sums["l_task"].append(out.task_loss.item())
+            if out.active:
+                self._loss_sums["l_int"].append(out.alignment_loss.item())
         return (out.loss, {"logits": out.logits}) if return_outputs else out.loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Training logs also carry the means of L_task and L_int (unweighted) since the last log, so a run
+        shows what the alignment term does; L_int is absent while it is off (warm-up, before DM's extractor)."""
+        if "loss" in logs:
+            for key, values in self._loss_sums.items():
+                if values:
+                    logs[key] = round(sum(values) / len(values), 6)
+                values.clear()
+        super().log(logs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Plain HF evaluation: the uimer batch is dropped before the model's forward."""
