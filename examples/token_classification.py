@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
                                  method=args.method, alpha=args.alpha, warmup_epochs=args.warmup_epochs)
     trainer.train()
     test_f1 = trainer.evaluate(test, metric_key_prefix="test")["test_slot_f1"]
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    logs = [e for e in trainer.state.log_history if "loss" in e]  # per step: loss, l_task, l_int
     result = {"method": args.method, "seed": args.seed, "dev": selection.best, "best_epoch": selection.best_epoch,
-              "test": test_f1, "train_loss": losses}
+              "test": test_f1, "logs": logs}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print(f"{args.method} slots seed {args.seed}: dev F1 {selection.best:.4f}, test F1 {test_f1:.4f}")
