@@ -48,13 +48,14 @@ def test_the_intent_example_trains_on_the_clis_subset(shared_data):
     assert sum(bool(e.has_rationale) for e in ours) >= 1  # the keyword dictionary marks some of them
 
 
-@pytest.mark.parametrize("method", ["gb-huang-base", "im-mask"])
-def test_hf_trainer_intent_example_and_its_saved_model_reloads(method, shared_data, tmp_path):
+@pytest.mark.parametrize(("method", "head"), [("gb-huang-base", "cls"), ("im-mask", "pooler")])
+def test_hf_trainer_intent_example_and_its_saved_model_reloads(method, head, shared_data, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     module = example("hf_trainer_intent")
     result = module.main(["--method", method, "--max-epochs", "3", "--dev-size", "14", "--test-size", "21",
-                          "--data-dir", str(shared_data), "--output-dir", str(tmp_path), "--save-model"])
+                          "--data-dir", str(shared_data), "--output-dir", str(tmp_path), "--save-model",
+                          "--head", head])
     stored = json.loads((tmp_path / "results.json").read_text())
     assert stored["test"] == result["test"] and 0 <= result["test"] <= 1
     logs = result["logs"]
