@@ -19,9 +19,14 @@ head) and ends 7 points lower. `--head cls` (the default) therefore gives the HF
 becomes h_[CLS] itself and the linear layer is drawn as the CLI draws it, right after seeding -- so that this script
 and `uimer train` compare like with like; `--head pooler` keeps the stock head. With `--head cls` the model is saved
 through `uimer.export_hf_classifier` (a near-identity pooler, see `uimer.models.export`), so
-`AutoModelForSequenceClassification.from_pretrained` still loads it. What still differs from the CLI is the dropout
-stream (the Trainer reseeds and its sampler draws from the global RNG), so one seed's numbers are close, not
-bit-identical.
+`AutoModelForSequenceClassification.from_pretrained` still loads it. The random streams. The CLI shuffles the training set with its own generator (a fresh
+permutation per epoch from `torch.Generator().manual_seed(seed)`) and draws dropout from the global torch stream
+as it stands after seeding and building the head; the Trainer reseeds the global stream and its sampler draws
+from it every epoch. `--rng cli` (the default) gives the Trainer the CLI's two streams -- the CLI's sampler, and
+training steps that draw dropout from a stream of their own started where the CLI's starts (`CliDropoutStream`) --
+so on the CPU this script trains on the same batches with the same dropout masks as `uimer train`; `--rng hf`
+leaves the Trainer's own streams, i.e. another dropout draw (which alone moves a 1-shot run by 1-3 test points,
+see benchmarks/gpu/README.md).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snips_data import features, few_shot, load, subset  # noqa: E402 - the examples' shared helpers
+from transformers import TrainerCallback  # noqa: E402
 
 import uimer  # noqa: E402
 from uimer.data.types import TaskKind  # noqa: E402
@@ -64,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="runs/hf-intent", help="where results.json (and the model) go")
     p.add_argument("--save-model", action="store_true", help="save_pretrained the selected model to OUTPUT/model")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--rng", default="cli", choices=("cli", "hf"),
+                   help="cli: the CLI's batch order and dropout stream (CPU); hf: the Trainer's own")
     p.add_argument("--head", default="cls", choices=("cls", "pooler"),
                    help="cls: uimer's classifier head (h_[CLS] -> dropout -> linear, as the CLI); pooler: BERT's "
                         "stock head (pretrained pooler first)")
@@ -72,6 +80,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def accuracy(prediction) -> dict:
     return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
+
+
+class CliOrder(torch.utils.data.Sampler):
+    """The CLI's training order: every epoch a fresh permutation from one generator seeded with the run seed."""
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self._shuffler = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        return iter(torch.randperm(self.size, generator=self._shuffler).tolist())
+
+
+class CliDropoutStream(TrainerCallback):
+    """Training steps draw from their own CPU torch stream, started at `state` (the CLI's global stream after
+    seeding and building the model); between steps (data loading, evaluation) the Trainer's stream is back."""
+
+    def __init__(self, state: torch.Tensor):
+        self.state = state
+        self.outside: torch.Tensor | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.outside = torch.get_rng_state()
+        torch.set_rng_state(self.state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.state = torch.get_rng_state()
+        torch.set_rng_state(self.outside)
+
+
+class CliOrderTrainer(uimer.UimerTrainer):
+    """UimerTrainer with the CLI's batch order (see `CliOrder`)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        return CliOrder(len(train_dataset if train_dataset is not None else self.train_dataset), int(self.args.seed))
 
 
 class ClsToken(nn.Module):
@@ -133,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         attn_implementation="eager" if gradient else "sdpa")  # GB: a gradient of a gradient needs eager attention
     if args.head == "cls":
         use_uimer_head(model, args.seed)
+    dropout_state = torch.get_rng_state()  # where the CLI's dropout stream starts (after building the head)
     out = Path(args.output_dir)
     training = TrainingArguments(
         output_dir=str(out), seed=args.seed, use_cpu=args.device == "cpu",
@@ -144,15 +191,21 @@ def main(argv: list[str] | None = None) -> dict:
         remove_unused_columns=False,  # keep `rationale_mask` for uimer's collator
     )
     selection = uimer.DevSelection("eval_accuracy", patience=args.patience)
-    trainer = uimer.UimerTrainer(
+    callbacks: list[TrainerCallback] = [selection]
+    if args.rng == "cli":
+        if args.device != "cpu":
+            raise SystemExit("--rng cli reproduces the CLI's CPU dropout stream; use --rng hf with --device cuda")
+        callbacks.append(CliDropoutStream(dropout_state))
+    trainer_class = CliOrderTrainer if args.rng == "cli" else uimer.UimerTrainer
+    trainer = trainer_class(
         model=model, args=training, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
-        compute_metrics=accuracy, callbacks=[selection],
+        compute_metrics=accuracy, callbacks=callbacks,
         method=args.method, alpha=args.alpha, warmup_epochs=args.warmup_epochs)
     trainer.train()  # DevSelection leaves the best dev epoch's weights in the model
     scored = trainer.predict(test, metric_key_prefix="test")
     test_accuracy = scored.metrics["test_accuracy"]
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    result = {"method": args.method, "head": args.head, "seed": args.seed, "shot": args.shot, "dev": selection.best,
+    result = {"method": args.method, "head": args.head, "rng": args.rng, "seed": args.seed, "shot": args.shot, "dev": selection.best,
               "best_epoch": selection.best_epoch, "epochs_run": trainer.state.epoch, "test": test_accuracy,
               "train_loss": losses, "dev_history": selection.history,
               "test_predictions": np.argmax(scored.predictions, -1).tolist(),
