@@ -93,3 +93,21 @@ def test_token_classification_example_runs_the_hf_token_adapter(shared_data, tmp
     logs = [e for e in result["logs"] if "l_int" in e]
     assert logs and all(e["l_int"] > 0 and math.isfinite(e["l_task"]) for e in logs)
     assert 0 <= result["test"] <= 1 and (tmp_path / "results.json").is_file()
+
+
+def test_hf_trainer_intent_with_the_clis_streams_reproduces_uimer_train(shared_data, tmp_path):
+    """Same subset, hyper-parameters, head, batch order and dropout stream: the HF Trainer run and `uimer train`
+    give the same dev curve, losses and test accuracy (2 epochs, 14 dev sentences)."""
+    from uimer.cli import main as cli
+
+    common = ["--max-epochs", "2", "--dev-size", "14", "--data-dir", str(shared_data)]
+    assert cli(["train", "--task", "snips-intent", "--shot", "1", "--seeds", "55", "--method", "gb-huang-base",
+                "--max-length", "50", "--lr", "2e-4", "--output-dir", str(tmp_path / "cli"), "--no-progress",
+                "--device", "cpu", *common]) == 0
+    ours = json.loads((tmp_path / "cli" / "seeds" / "seed55.json").read_text())
+    theirs = example("hf_trainer_intent").main(["--seed", "55", "--method", "gb-huang-base",
+                                                "--output-dir", str(tmp_path / "hf"), *common])
+    assert [round(e["eval_accuracy"], 6) for e in theirs["dev_history"]] == [round(e["dev"], 6) for e in ours["history"]]
+    for mine, cli_epoch in zip(theirs["logs"], ours["history"], strict=True):
+        assert abs(mine["l_task"] - cli_epoch["l_task"]) < 1e-4 and abs(mine["l_int"] - cli_epoch["l_int"]) < 1e-4
+    assert abs(theirs["test"] - ours["test"]) < 1e-9
