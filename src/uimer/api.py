@@ -228,8 +228,9 @@ class Aligner:
         if family != "baseline":
             with torch.random.fork_rng(devices=_cuda_devices(setup.device)):
                 self.method.prepare(setup)  # type: ignore[arg-type] - reads only MethodSetup's fields
-        if family == "dm":
+        if family == "dm":  # the CLI's two DM streams: gate noise, and the extractor phases' shuffling
             self._noise = self.method.noise_generator(self.seed, setup.device)
+            self._shuffler = torch.Generator().manual_seed(self.seed + 1)
             self._dm_rounds = 0
         self.prepared = True
         return self
@@ -262,11 +263,10 @@ class Aligner:
         self._dm_rounds += 1
         if fresh:
             self.method.extractor = self.method.build_extractor(setup, self._dm_rounds)
-        shuffler = torch.Generator().manual_seed(self.seed + 1)
         history: list[dict] = []
-        stats = train_extractor_phase(setup, self.method, self.method.extractor, self._dm_rounds,  # type: ignore[arg-type]
-                                      dm.lr_extractor if lr is None else lr, shuffler, self._noise, history, fresh=fresh)
-        return stats
+        return train_extractor_phase(setup, self.method, self.method.extractor, self._dm_rounds,  # type: ignore[arg-type]
+                                     dm.lr_extractor if lr is None else lr, self._shuffler, self._noise, history,
+                                     fresh=fresh)
 
     def save_extractor(self, path: Path | str) -> Path:
         """Write DM's trained extractor (what `uimer train --save-model` keeps beside the model)."""

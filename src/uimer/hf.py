@@ -21,7 +21,8 @@ What the trainer does around the HF loop (one loop: it overrides `compute_loss` 
   `warmup_epochs` (>= 1: the extractor interprets a task model), and for `dm-multi-round` again every
   `model_epochs_per_round` epochs, `rounds` times -- with uimer's own extractor phase; the model's training stays
   the Trainer's loop. Unlike the CLI, the warm-up is a fixed number of epochs (not until early stopping), and a
-  round neither restarts from the best (model, extractor) so far nor restarts the model's LR schedule;
+  round neither restarts from the best (model, extractor) so far nor restarts (or decays, `round_lr_decay`) the
+  model's LR schedule -- the extractor's LR does decay per round;
 - the loss is uimer's per-batch mean, so the trainer divides it by the gradient-accumulation steps itself:
   `num_items_in_batch` (a token count meant for models that sum their loss) is not used;
 - evaluation and prediction are plain HF (task loss and logits); `DevSelection` is the CLI's model selection
@@ -137,8 +138,10 @@ class DiffMaskSchedule(TrainerCallback):
         epoch = int(round(state.epoch or 0))
         if self.due(epoch):
             t = self.trainer
-            stats = t.aligner.fit_extractor(t.adapter)
-            self.phases.append({"epoch": epoch, **stats})
+            dm = t.aligner.method.dm
+            lr = dm.lr_extractor * dm.round_lr_decay ** len(self.phases)  # round r: decay^(r-1), as the CLI
+            stats = t.aligner.fit_extractor(t.adapter, lr=lr)
+            self.phases.append({"epoch": epoch, "lr": lr, **stats})
         return control
 
 
