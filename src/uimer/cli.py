@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     from uimer.data.cli import register as register_data
     from uimer.evaluation.cli import register as register_evaluation
     from uimer.experiments.cli import register as register_experiments
-    from uimer.models.mlm import register_mlm_cli
+    from uimer.training.mlm import register_mlm_cli
 
     register_data(subparsers)
     register_evaluation(subparsers)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from uimer.data.encoding import Batch, EncodedSplit, encode_examples
-from uimer.data.types import Example, TaskData, TaskKind
+from uimer.data.types import Example, TaskKind
 from uimer.errors import ConfigError
 from uimer.evaluation.rationale_metrics import (
     ERASER_THRESHOLDS,
@@ -34,7 +34,7 @@ from uimer.evaluation.rationale_metrics import (
     hard_sizes,
     threshold_counts,
 )
-from uimer.interpret.base import InterpretationMethod
+from uimer.interpret.base import InterpretationMethod, MethodSetup
 from uimer.models.task_model import TaskModel
 
 EXTRACTOR_FILE = "extractor.pt"
@@ -175,18 +175,17 @@ def prepare_method(method: InterpretationMethod, saved: SavedModel, options: Pre
 
 
 def _prepare_im(method, saved: SavedModel, options: PrepareOptions) -> None:
-    pad = saved.tokenizer.pad_token_id
-    train = EncodedSplit([], [], pad)
+    train = EncodedSplit([], [], saved.tokenizer.pad_token_id)
     if getattr(method, "strategy", "") == "prior":
         if not options.train_examples:
             raise ConfigError("im-prior needs the task's training text for its unigram prior; pass --data-dir "
                               "(and --task when the saved model does not name one)")
         train = encode_examples(options.train_examples, saved.tokenizer, saved.kind, options.max_length)
-    method.setup(saved.tokenizer, train, options.seed, options.device, saved.model)
+    method.prepare(MethodSetup(saved.model, saved.tokenizer, train, options.seed, torch.device(options.device)))
 
 
 def _prepare_dm(method, saved: SavedModel, options: PrepareOptions) -> None:
-    from uimer.interpret.diffmask import load_extractor
+    from uimer.interpret.extractor import load_extractor
 
     stored = saved.path / EXTRACTOR_FILE
     if stored.exists():
@@ -201,24 +200,21 @@ def _prepare_dm(method, saved: SavedModel, options: PrepareOptions) -> None:
 
 def fit_extractor(method, saved: SavedModel, options: PrepareOptions) -> None:
     """Train a DiffMask extractor for the frozen saved model (the DM schedule's extractor phase)."""
-    from uimer.training.schedules import train_extractor_phase
-    from uimer.training.trainer import TrainConfig, TrainingContext
+    from uimer.training.schedules import train_extractor
+    from uimer.training.trainer import TrainConfig
 
-    examples = options.train_examples or []
-    train = encode_examples(examples, saved.tokenizer, saved.kind, options.max_length)
-    empty = EncodedSplit([], [], saved.tokenizer.pad_token_id)
-    task = TaskData(str(saved.info.get("task", "saved")), saved.kind, saved.labels, examples, [], [])
-    config = TrainConfig(batch_size=options.batch_size, device=str(options.device))
-    context = TrainingContext(model=saved.model, task=task, train=train, dev=empty, test=empty, config=config,
-                              seed=options.seed, tokenizer=saved.tokenizer, device=torch.device(options.device),
-                              method=method)
-    method.prepare(context)
-    extractor = method.build_extractor(context, 1)
+    defaults = TrainConfig()  # the run's clipping and shuffling defaults, defined once there
+    device = torch.device(options.device)
+    train = encode_examples(options.train_examples or [], saved.tokenizer, saved.kind, options.max_length)
+    method.prepare(MethodSetup(saved.model, saved.tokenizer, train, options.seed, device, defaults.eval_batch_size))
+    extractor = method.build_extractor(1)
     shuffler = torch.Generator().manual_seed(options.seed + 1)
-    noise = method.noise_generator(options.seed, torch.device(options.device))
+    noise = method.noise_generator(options.seed, device)
     options.log(f"training a DM extractor for {saved.path}: {method.dm.extractor_epochs} epochs (at least "
                 f"{method.dm.extractor_min_steps} steps) on {len(train)} training examples (model frozen)")
-    train_extractor_phase(context, method, extractor, 1, method.dm.lr_extractor, shuffler, noise, [])
+    train_extractor(saved.model, method, extractor, train, batch_size=options.batch_size, shuffle=defaults.shuffle,
+                    max_grad_norm=defaults.max_grad_norm, device=device, lr=method.dm.lr_extractor,
+                    shuffler=shuffler, noise=noise)
     extractor.eval()
     method.extractor = extractor
     saved.model.eval()

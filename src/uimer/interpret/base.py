@@ -3,7 +3,9 @@
 `L = L_task + alpha * L_int(a, g)`: an `InterpretationMethod` produces attribution scores `a` for a batch
 (differentiable w.r.t. the model when `create_graph=True`), and its `alignment_loss` compares them with the
 gold rationales `g`. Families differ in what they need around training (replacement sets, an extractor), so
-a method can also hook into preparation and, for extractor methods, own the training schedule.
+a method can also hook into preparation (`prepare(MethodSetup)`, never a whole training run) and declare
+the training schedule it needs (`schedule`: "standard", or "diffmask" for the extractor methods); the
+schedules themselves live in `uimer.training`.
 
 Conventions every method follows:
 - examples without any rationale piece contribute L_task only; a batch without rationales gives
@@ -16,16 +18,33 @@ from __future__ import annotations
 import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
-from uimer.data.encoding import Batch
+from uimer.data.encoding import Batch, EncodedSplit
+from uimer.models.protocol import AttributableModel
 
-if TYPE_CHECKING:
-    from uimer.models.task_model import TaskModel
-    from uimer.training.trainer import TrainingContext
+
+@dataclass
+class MethodSetup:
+    """What a method is prepared from, once per seed: the model it will explain, the tokenizer (IM's [MASK]
+    and vocabulary, DM's placeholder), the training examples (IM's replacement sets and prior, DM's
+    placeholder mean), the seed its own generators derive from, and the device.
+
+    `batch_size` is the number of rows per gradient-free pass over `train` (DM's hidden-gate placeholder
+    averages the training states in such passes): the trainer passes its eval batch size, so that the sums,
+    hence the numbers, stay what they were. Dev and test, the config and the logging callbacks stay out:
+    evaluation prepares a method for a saved model with exactly this object, without faking a training run.
+    """
+
+    model: AttributableModel
+    tokenizer: Any
+    train: EncodedSplit
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 256
 
 
 @dataclass
@@ -58,10 +77,14 @@ class InterpretationMethod(ABC):
     def __init__(self, options: dict | None = None):
         self.options = dict(options or {})
 
-    def prepare(self, context: TrainingContext) -> None:  # noqa: B027 - optional hook
-        """Called once per seed before training (e.g. to build replacement sets)."""
+    # The training schedule the method needs, chosen in `uimer.training.schedules.SCHEDULES`: "standard" (the
+    # one loop of baseline, GB and IM) or "diffmask" (warm-up, then extractor and model phases alternately).
+    schedule: ClassVar[str] = "standard"
 
-    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:  # noqa: B027 - optional hook
+    def prepare(self, setup: MethodSetup) -> None:  # noqa: B027 - optional hook
+        """Called once per seed before training or explaining (e.g. to build replacement sets)."""
+
+    def on_epoch_start(self, epoch: int) -> None:  # noqa: B027 - optional hook
         """Called at the start of every training epoch."""
 
     def state_dict(self) -> dict:
@@ -72,13 +95,13 @@ class InterpretationMethod(ABC):
         """Restore what `state_dict` saved; called after `prepare`, before training resumes."""
 
     @abstractmethod
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """Attribution scores for the batch; differentiable w.r.t. the model iff `create_graph`."""
 
     @abstractmethod
     def alignment_loss(
         self,
-        model: TaskModel,
+        model: AttributableModel,
         batch: Batch,
         logits: torch.Tensor,
         task_loss: torch.Tensor,
@@ -91,12 +114,6 @@ class InterpretationMethod(ABC):
         same forward instead of running another one.
         """
 
-    # Extractor-based methods replace the trainer's plain loop with their own schedule.
-    owns_schedule: ClassVar[bool] = False
-
-    def run_schedule(self, context: TrainingContext):  # pragma: no cover - overridden where used
-        raise NotImplementedError
-
 
 class Baseline(InterpretationMethod):
     """The base model: L_task only (alpha is ignored)."""
@@ -104,7 +121,7 @@ class Baseline(InterpretationMethod):
     name = "baseline"
     family = "baseline"
 
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         raise NotImplementedError("the baseline has no interpretation method; pick one with --method")
 
     def alignment_loss(self, model, batch, logits, task_loss, inputs_embeds) -> torch.Tensor:

@@ -39,7 +39,7 @@ Design decisions (vs. the reference code, see the reference digest §4 and §9 i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -48,14 +48,12 @@ from uimer.errors import ConfigError
 from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
+    MethodSetup,
     register_cli_options,
     register_method,
     zero_loss,
 )
-
-if TYPE_CHECKING:
-    from uimer.models.task_model import TaskModel
-    from uimer.training.trainer import TrainingContext
+from uimer.models.protocol import AttributableModel
 
 HUANG_VARIANTS = ("base", "gate", "order", "gate-order")
 GHAEINI_SALIENCIES = ("grad-x-input", "grad-sum")
@@ -178,7 +176,7 @@ class GradientMethod(InterpretationMethod):
     family = "gb"
     needs_double_backward = True
 
-    def objective(self, model: TaskModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         """(B,) the per-example quantity whose input gradient is the explanation."""
         raise NotImplementedError
 
@@ -187,14 +185,14 @@ class GradientMethod(InterpretationMethod):
         raise NotImplementedError
 
     def scores_through(
-        self, model: TaskModel, batch: Batch, logits: torch.Tensor, inputs_embeds: torch.Tensor, create_graph: bool
+        self, model: AttributableModel, batch: Batch, logits: torch.Tensor, inputs_embeds: torch.Tensor, create_graph: bool
     ) -> torch.Tensor:
         """Scores from a forward that already ran on `inputs_embeds` (one backward for the whole batch)."""
         total = self.objective(model, batch, logits).sum()
         (grad,) = torch.autograd.grad(total, inputs_embeds, create_graph=create_graph)
         return self.scores_from_gradient(grad, inputs_embeds, batch)
 
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """A separate attribution pass, run without dropout and inside a forked RNG.
 
         Neither the dropout state of training nor the model's train/eval mode changes. With `create_graph`
@@ -221,7 +219,7 @@ class GradientMethod(InterpretationMethod):
 
     def alignment_loss(
         self,
-        model: TaskModel,
+        model: AttributableModel,
         batch: Batch,
         logits: torch.Tensor,
         task_loss: torch.Tensor,
@@ -251,7 +249,7 @@ class Ghaeini(GradientMethod):
 
     name = "gb-ghaeini"
 
-    def objective(self, model: TaskModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         return model.gold_score(logits, batch)
 
     def __init__(self, options: dict | None = None):
@@ -280,9 +278,9 @@ class Huang(GradientMethod):
         super().__init__(options)
         self.generator = torch.Generator().manual_seed(_GATE_SEED_SALT)
 
-    def prepare(self, context: TrainingContext) -> None:
+    def prepare(self, setup: MethodSetup) -> None:
         """Seed the gate's own generator from the run seed (reproducible, independent of dropout draws)."""
-        self.generator = torch.Generator().manual_seed((int(context.seed) * 1_000_003 + _GATE_SEED_SALT) % 2**63)
+        self.generator = torch.Generator().manual_seed((int(setup.seed) * 1_000_003 + _GATE_SEED_SALT) % 2**63)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -291,7 +289,7 @@ class Huang(GradientMethod):
         if "generator" in state:
             self.generator.set_state(state["generator"])
 
-    def objective(self, model: TaskModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         return -model.gold_log_prob(logits, batch)  # cross-entropy, or the CRF negative log-likelihood
 
     def scores_from_gradient(self, grad: torch.Tensor, inputs_embeds: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -9,12 +9,12 @@ with as many non-rationale pieces replaced (`uimer.interpret.replacement`). With
 
 and a_N - a_R = LO(m_R) - LO(m_N), so the loss needs no p(y|x). p(y|x') is the gold-class probability
 (intent, NLI) or the CRF probability of the whole gold tag sequence (slots), always taken as a log
-probability from `TaskModel.gold_log_prob`.
+probability from `AttributableModel.gold_log_prob`.
 
 Numerics (the reference's m could round to >= 1 and crash with NaN, digest §5.3): everything stays in log
 space, log m = logsumexp_r(log q_r + log p_r). Classification and NLI also get 1 - m exactly,
 log(1 - m) = logsumexp_r(log q_r + log(1 - p_r)) with log(1 - p) = logsumexp(other logits) - logsumexp(all)
-(`TaskModel.gold_log_complement`), so LO(m) never saturates: for one sentence it is the gold logit's margin
+(`AttributableModel.gold_log_complement`), so LO(m) never saturates: for one sentence it is the gold logit's margin
 over the other classes, in bits, with a gradient of 1/ln 2 however confident the model is. (Before issue 29,
 log(1 - m) was log(-expm1(log m)) with log m capped at log(1 - 1e-7): once the model was confident -- p
 within 1e-7 of 1, which few-shot training reaches within a few epochs -- the cap made LO constant and L_int's
@@ -37,17 +37,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields, replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from uimer.checks import Domain
-from uimer.data.encoding import Batch, EncodedSplit
+from uimer.data.encoding import Batch
 from uimer.errors import ConfigError
 from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
+    MethodSetup,
     register_cli_options,
     register_method,
     zero_loss,
@@ -66,10 +67,7 @@ from uimer.interpret.replacement import (
     special_ids,
     unigram_prior,
 )
-
-if TYPE_CHECKING:
-    from uimer.models.task_model import TaskModel
-    from uimer.training.trainer import TrainingContext
+from uimer.models.protocol import AttributableModel
 
 LN2 = math.log(2.0)
 DEFAULT_K = 2  # the reference README's replace_repeat
@@ -123,7 +121,7 @@ def _slice_batch(batch: Batch, start: int, stop: int) -> Batch:
     return Batch(**{f.name: getattr(batch, f.name)[start:stop] for f in fields(batch)})
 
 
-def _gold_log_probs(model: TaskModel, batch: Batch) -> torch.Tensor:
+def _gold_log_probs(model: AttributableModel, batch: Batch) -> torch.Tensor:
     """(N, 2) log p and log(1 - p) of the gold output, or (N, 1) log p where the complement is not exact."""
     logits = model(batch)
     log_p = model.gold_log_prob(logits, batch)
@@ -190,27 +188,24 @@ class InputMarginalization(InterpretationMethod):
         self._generator: torch.Generator | None = None
 
     # -- preparation -------------------------------------------------------------------------------
-    def prepare(self, context: TrainingContext) -> None:
-        # Loading an MLM or drawing sets must not shift the global RNG the training run uses afterwards.
-        with torch.random.fork_rng(devices=_rng_devices(context.device)):
-            self.setup(context.tokenizer, context.train, context.seed, context.device, context.model)
+    def prepare(self, setup: MethodSetup) -> None:
+        """Build the proposer and the training split's replacement sets; loading an MLM or drawing the sets
+        never shifts the global RNG the training run (or an explanation) uses afterwards."""
+        with torch.random.fork_rng(devices=_rng_devices(setup.device)):
+            self.seed = int(setup.seed)
+            self.device = torch.device(setup.device)
+            train = setup.train
+            self._train = train.collate(list(range(len(train)))) if len(train) else None
+            self.proposer = self._make_proposer(setup.tokenizer, _embedding_rows(setup.model))
+            self._train_proposer = self.proposer
+            if self.strategy == "mlm" and self.resample == "epoch" and self._train is not None:
+                t = self._train  # the MLM's proposals do not change between epochs; only the positions do
+                self._train_proposer = TableProposer.precompute(
+                    self.proposer, t.input_ids, t.attention_mask, t.token_type_ids, t.real_mask, torch.Generator())
+            self._generator = torch.Generator().manual_seed(derive_seed(self.seed, _TRAIN_SALT))
+            self._regenerate()
 
-    def setup(self, tokenizer, train: EncodedSplit, seed: int, device: torch.device | str = "cpu",
-              model: torch.nn.Module | None = None) -> None:
-        """Build the proposer and the training split's replacement sets (what `prepare` does)."""
-        self.seed = int(seed)
-        self.device = torch.device(device)
-        self._train = train.collate(list(range(len(train)))) if len(train) else None
-        self.proposer = self._make_proposer(tokenizer, _embedding_rows(model))
-        self._train_proposer = self.proposer
-        if self.strategy == "mlm" and self.resample == "epoch" and self._train is not None:
-            t = self._train  # the MLM's proposals do not change between epochs; only the positions do
-            self._train_proposer = TableProposer.precompute(
-                self.proposer, t.input_ids, t.attention_mask, t.token_type_ids, t.real_mask, torch.Generator())
-        self._generator = torch.Generator().manual_seed(derive_seed(self.seed, _TRAIN_SALT))
-        self._regenerate()
-
-    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int) -> None:
         if self.resample == "epoch" and epoch > 0:
             self._regenerate()
 
@@ -272,7 +267,7 @@ class InputMarginalization(InterpretationMethod):
     def _fresh_sets(self, batch: Batch) -> ReplacementSets:
         """Sets for a batch outside the training split; the same batch always gets the same sets."""
         if self.proposer is None:
-            raise RuntimeError(f"{self.name}: call prepare(context) (or setup(...)) before using the method")
+            raise RuntimeError(f"{self.name}: call prepare(MethodSetup(...)) before using the method")
         b = batch.to("cpu")
         generator = torch.Generator().manual_seed(derive_seed(self.seed, _FRESH_SALT))
         sets = build_replacement_sets(b.input_ids, b.attention_mask, b.token_type_ids, b.real_mask, b.rationale,
@@ -294,7 +289,7 @@ class InputMarginalization(InterpretationMethod):
         return sets.input_ids[take, :, :, :length].to(device), sets.log_q[take].to(device), rows.to(device)
 
     # -- scores -------------------------------------------------------------------------------------
-    def marginal_log_odds(self, model: TaskModel, batch: Batch, ids: torch.Tensor, log_q: torch.Tensor,
+    def marginal_log_odds(self, model: AttributableModel, batch: Batch, ids: torch.Tensor, log_q: torch.Tensor,
                           rows: torch.Tensor) -> torch.Tensor:
         """(n, 2): LO(m_R), LO(m_N) for the batch rows `rows`, all 2K sentences each in one forward."""
         n, sides, k, length = ids.shape
@@ -305,7 +300,7 @@ class InputMarginalization(InterpretationMethod):
         log_1mp = None if log_1mp is None else log_1mp.view(n, sides, k)
         return gold_log_odds(log_q.to(log_p.dtype), log_p, log_1mp, self.floor_bits)
 
-    def _rows_log_prob(self, model: TaskModel, batch: Batch) -> torch.Tensor:
+    def _rows_log_prob(self, model: AttributableModel, batch: Batch) -> torch.Tensor:
         """(N, 2) log p, log(1 - p) per replaced sentence ((N, 1) for the CRF), chunked if asked."""
         total = batch.size
         if self.chunk <= 0 or total <= self.chunk:
@@ -319,7 +314,7 @@ class InputMarginalization(InterpretationMethod):
                 parts.append(_gold_log_probs(model, part))
         return torch.cat(parts)
 
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """a_R, a_N per example (log2 odds); `valid` marks examples with both sides. RNG-neutral."""
         size = batch.size
         with torch.random.fork_rng(devices=_rng_devices(batch.input_ids.device)), torch.set_grad_enabled(create_graph):
@@ -338,7 +333,7 @@ class InputMarginalization(InterpretationMethod):
         valid[rows] = True
         return Attribution(a_r=a_r, a_n=a_n, valid=valid)
 
-    def alignment_loss(self, model: TaskModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor,
+    def alignment_loss(self, model: AttributableModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor,
                        inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         ids, log_q, rows = self.replacements(batch)
         if rows.numel() == 0:

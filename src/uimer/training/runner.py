@@ -33,13 +33,13 @@ from uimer.interpret import create_method
 from uimer.models.encoder import load_tokenizer
 from uimer.models.task_model import build_model
 from uimer.training.checkpoint import SeedCheckpoint, open_step_log
+from uimer.training.schedules import run_schedule
 from uimer.training.trainer import (
     TRAIN_FLAGS,
     TRAINER_VERSION,
     SeedResult,
     TrainConfig,
     TrainingContext,
-    fit,
     set_seed,
     train_config_problems,
     write_json_atomic,
@@ -259,8 +259,7 @@ def run_seed(
         checkpoint=checkpoint,
     )
     try:
-        method.prepare(context)
-        result = method.run_schedule(context) if method.owns_schedule else fit(context)
+        result = run_schedule(context)
     finally:
         if steps_file:
             steps_file.close()
@@ -273,7 +272,7 @@ def run_seed(
         model.save(directory, encoded.tokenizer, meta)
         extractor = getattr(method, "extractor", None)
         if extractor is not None:  # DM: keep the extractor the model was trained against, for explain/analysis
-            from uimer.interpret.diffmask import save_extractor
+            from uimer.interpret.extractor import save_extractor
 
             save_extractor(extractor, directory / "extractor.pt")
     return result
