@@ -139,3 +139,74 @@ def _same(a: dict, b: dict) -> bool:
     if a.keys() != b.keys():
         return False
     return all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+
+
+def _settings(method) -> dict:
+    """What a method made of its options: its attributes (generators by state), less the raw options dict."""
+    out = {}
+    for key, value in vars(method).items():
+        if key == "options":
+            continue
+        out[key] = value.get_state() if isinstance(value, torch.Generator) else value
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_flag_defaults_are_the_method_defaults(name):
+    """`uimer train` now records only the flags set away from their defaults, and a grid cell only what it sets,
+    so a method given no option must behave exactly as one given every flag's default."""
+    from uimer.interpret import method_option_defaults, options_for
+
+    defaults = options_for(name, method_option_defaults())
+    if name == "im-mlm":
+        defaults.pop("mlm")  # no default masked LM: `--mlm` is required for im-mlm, tested in test_mlm
+        given = {"mlm": "x"}
+    else:
+        given = {}
+    bare, full = create_method(name, given), create_method(name, {**defaults, **given})
+    a, b = _settings(bare), _settings(full)
+    assert a.keys() == b.keys()
+    for key in a:
+        same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+        assert same, f"{name}: {key} is {a[key]!r} without options but {b[key]!r} with the flags' defaults"
+
+
+def test_the_fingerprint_covers_only_the_chosen_methods_options():
+    from uimer.interpret import method_option_defaults
+    from uimer.training.runner import RunSpec
+    from uimer.training.trainer import TrainConfig
+
+    def fingerprint(**options) -> str:
+        return RunSpec(task="snips-intent", method="im-mask", shot=1,
+                       config=TrainConfig(method_options=options)).fingerprint()
+
+    every = method_option_defaults()
+    assert "dm_gate" in every and "im_k" in every
+    assert fingerprint(margin=0.5) == fingerprint(margin=0.5, dm_gate="hidden", huang_gate_p=0.3, rounds=3)
+    assert fingerprint(margin=0.5) != fingerprint(margin=1.5)  # the method's own options do count
+    assert fingerprint(**{**every, "margin": 0.5}) == fingerprint(
+        **{k: v for k, v in every.items() if k in ("im_k", "max_rationale_fraction", "im_resample", "log_odds_floor",
+                                                   "im_chunk", "mlm")}, margin=0.5)
+
+
+@pytest.mark.parametrize(("variant", "argv"), [
+    ("dm-one-pass", ["--method", "dm-one-pass", "--lr", "2e-4", "--alpha", "0.8", "--dm-gate", "hidden",
+                     "--lr-extractor", "5e-4"]),
+    ("baseline", ["--method", "baseline", "--lr", "2e-4"]),
+    ("gb-huang-base", ["--method", "gb-huang-base", "--lr", "2e-4"]),
+])
+def test_uimer_train_has_the_fingerprint_of_the_grid_run_it_repeats(variant, argv, tmp_path):
+    """The committed intent-1 run files record the grid's fingerprint; `uimer train` with the same settings
+    (the ones the grid cell sets) must carry the same one, whichever other families' flags it knows. (These three
+    were made under today's behaviour versions; the IM files of that column predate IM's version 2.)"""
+    import json
+    from pathlib import Path
+
+    from uimer.cli import build_parser, train_specs
+
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "runs" / "snips-intent" / "1-shot"
+    stored = json.loads((committed / variant / "seed55.json").read_text())
+    args = build_parser().parse_args(["train", "--task", "snips-intent", "--shot", "1", "--max-length", "50",
+                                      "--seeds", "55", "--device", "cpu", "--output-dir", str(tmp_path), *argv])
+    ((_, spec),), _ = train_specs(args)
+    assert spec.fingerprint() == stored["fingerprint"]

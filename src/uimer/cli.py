@@ -166,13 +166,13 @@ def check_method_flags(args, methods: list[str]) -> None:
                                   "--method or drop the flag")
 
 
-def cmd_train(args) -> int:
+def train_specs(args) -> tuple[list[tuple[str, object]], object]:
+    """The run specification of each `--method` of a `uimer train` command (validated), and the preset that
+    `auto` resolved to (None without auto)."""
     import dataclasses
 
-    from rich.console import Console
-
-    from uimer.experiments.tables import results_table
-    from uimer.training.runner import RunSpec, check_device, run_experiment
+    from uimer.interpret import options_for
+    from uimer.training.runner import RunSpec, check_device
     from uimer.training.trainer import TrainConfig
 
     if len(set(args.method)) != len(args.method):
@@ -180,7 +180,10 @@ def cmd_train(args) -> int:
     preset, auto_train, auto_options = _apply_auto(args) if "auto" in args.method else (None, {}, {})
     check_method_flags(args, [preset.method if m == "auto" else m for m in args.method])
     seeds = _parse_seeds(args.seeds)
-    options = {dest: getattr(args, dest) for dest in args.method_dests}
+    # The method flags set away from their defaults (a method fills in its own defaults): a run records the ones
+    # its method reads, as a grid cell does, so the same configuration has the same fingerprint either way.
+    options = {dest: getattr(args, dest) for dest, (_, _, default) in args.option_flags.items()
+               if getattr(args, dest) != default}
     config = TrainConfig(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
         alpha=args.alpha, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
@@ -195,6 +198,8 @@ def cmd_train(args) -> int:
             name = preset.method
             method_config = dataclasses.replace(config, **auto_train,
                                                 method_options={**options, **auto_options})
+        method_config = dataclasses.replace(method_config,
+                                            method_options=options_for(name, method_config.method_options))
         spec = RunSpec(
             task=args.task, method=name, encoder=args.encoder, shot=args.shot, train_size=args.train_size,
             seeds=seeds, data_dir=args.data_dir, output_dir=str(out), dev_size=args.dev_size,
@@ -203,6 +208,16 @@ def cmd_train(args) -> int:
         )
         spec.validate()  # every method's spec before the first one trains
         specs.append((method, spec))
+    return specs, preset
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+
+    from uimer.experiments.tables import results_table
+    from uimer.training.runner import run_experiment
+
+    specs, preset = train_specs(args)
     summaries = []
     for method, spec in specs:
         summary = run_experiment(spec, progress=not args.no_progress, overwrite=args.overwrite)

@@ -14,11 +14,15 @@ from uimer.interpret.base import (
     METHODS,
     Attribution,
     InterpretationMethod,
+    MethodSetup,
     add_method_options,
     create_method,
+    method_option_defaults,
     option_users,
+    options_for,
+    options_read_by,
     register_cli_options,
     register_method,
 )
 
-__all__ = ["add_method_options", "CLI_OPTIONS", "CLI_OPTION_SCOPES", "option_users", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]
+__all__ = ["MethodSetup", "method_option_defaults", "options_for", "options_read_by", "add_method_options", "CLI_OPTIONS", "CLI_OPTION_SCOPES", "option_users", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]

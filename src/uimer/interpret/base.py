@@ -190,6 +190,28 @@ def option_users(title: str, dest: str) -> list[str]:
     return sorted(name for name, spec in METHODS.items() if not family or spec.family == family)
 
 
+def method_option_defaults() -> dict[str, object]:
+    """Every registered option (argparse dest) with its default, as `uimer train` would pass it without flags."""
+    added = add_method_options(argparse.ArgumentParser(add_help=False))
+    return {dest: action.default for dest, (action, _) in added.items()}
+
+
+def options_read_by(name: str) -> frozenset[str]:
+    """The option dests method `name` reads (its family's groups, less the flags scoped to other methods)."""
+    added = add_method_options(argparse.ArgumentParser(add_help=False))
+    return frozenset(dest for dest, (_, title) in added.items() if name in option_users(title, dest))
+
+
+def options_for(name: str, options: dict) -> dict:
+    """`options` less the ones method `name` does not read: what a run of `name` depends on (the fingerprint
+    covers these only, so another family's flags, set or not, never make two equal runs look different). An
+    unregistered name keeps everything, so that a mistake still shows in the fingerprint."""
+    if name not in METHODS:
+        return dict(options)
+    read = options_read_by(name)
+    return {key: value for key, value in options.items() if key in read}
+
+
 def create_method(name: str, options: dict | None = None) -> InterpretationMethod:
     """Instantiate a registered method; `options` holds the method flags (margin, im_k, ...)."""
     from uimer.errors import ConfigError

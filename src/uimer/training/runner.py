@@ -29,7 +29,7 @@ from uimer.checks import SEED, Domain, check_device  # noqa: F401 - check_device
 from uimer.data.encoding import encode_examples
 from uimer.data.types import TaskData, TaskKind
 from uimer.errors import ConfigError, DataError, OutputError, UimerWarning, describe_os_error
-from uimer.interpret import create_method
+from uimer.interpret import create_method, options_for
 from uimer.models.encoder import load_tokenizer
 from uimer.models.task_model import build_model
 from uimer.training.checkpoint import SeedCheckpoint, open_step_log
@@ -111,6 +111,9 @@ class RunSpec:
         for volatile in ("seeds", "output_dir", "save_model", "data_dir", "strict"):
             data.pop(volatile)
         data["config"].pop("device")
+        # Only the options the chosen method reads. Grids never store another family's options, so their
+        # fingerprints are what they were; `uimer train` used to store every family's flags.
+        data["config"]["method_options"] = options_for(self.method, self.config.method_options)
         if data["config"].get("precision") == "fp32":  # the default leaves fingerprints of fp32-era runs intact
             data["config"].pop("precision")
         bumped = {k: v for k, v in self.versions().items() if v != IMPLICIT_VERSION}
