@@ -7,7 +7,9 @@ trained for one short seed under the schedule it declares (so a DM method has an
 - L_int is exactly zero on the same batch without rationales;
 - L_int alone sends gradient into the encoder's weights (for GB that path runs through the attribution,
   i.e. a second-order gradient);
-- `attribute` in eval mode leaves the global RNG (torch, Python, NumPy) untouched;
+- `attribute` gives per-piece scores (zero off the real pieces) and, given word ids, per-word scores, for every
+  family but the baseline (which has none), and in eval mode leaves the global RNG (torch, Python, NumPy)
+  untouched;
 - `state_dict` round-trips into a freshly prepared method, which then gives the same L_int;
 - the same seed gives identical numbers (training result, L_int, attributions).
 """
@@ -103,7 +105,16 @@ def test_method_contract(name, tokenizer, workdir):
             method.attribute(model, batch)
     else:
         attribution = method.attribute(model, batch)
-        assert attribution is not None
+        scores = attribution.scores
+        assert scores is not None and scores.shape == batch.input_ids.shape and bool(torch.isfinite(scores).all())
+        assert bool((scores[~batch.real_mask] == 0).all())  # specials and padding score 0
+        # words: every real piece its own word here, so each word's score is its piece's
+        positions = torch.arange(batch.input_ids.shape[1]).expand_as(batch.input_ids)
+        word_ids = torch.where(batch.real_mask, positions, -1)
+        words = method.attribute(model, batch, word_ids=word_ids, n_words=batch.input_ids.shape[1]).words
+        assert words is not None and words.shape == batch.input_ids.shape
+        assert torch.allclose(words[batch.real_mask].detach(), scores[batch.real_mask].detach(), atol=1e-6)
+        assert bool(torch.isinf(words[~batch.real_mask]).all())  # no piece: no word score
     after = rng_states()
     assert torch.equal(before[0], after[0]) and before[1] == after[1] and np.array_equal(before[2], after[2])
 

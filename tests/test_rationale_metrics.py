@@ -79,7 +79,7 @@ class EvidenceAttribution(InterpretationMethod):
     name = "evidence"
     family = "gb"
 
-    def attribute(self, model, batch, *, create_graph=False) -> Attribution:
+    def piece_attribution(self, model, batch, *, create_graph=False) -> Attribution:
         scores = model.evidence[batch.input_ids] * batch.real_mask
         return Attribution(scores=scores, valid=batch.real_mask.any(1))
 

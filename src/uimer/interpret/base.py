@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from uimer.data.encoding import Batch, EncodedSplit
+from uimer.interpret.words import pieces_to_words
 from uimer.models.protocol import AttributableModel
 
 
@@ -49,12 +50,20 @@ class MethodSetup:
 
 @dataclass
 class Attribution:
-    """Scores for a batch: per word piece (B, L), and/or multi-token scores a_R, a_N per example (B,)."""
+    """A method's scores for a batch, in the same form for every family.
+
+    `scores` (B, L): one score per word piece, zero on [CLS]/[SEP]/padding (IM scores units by replacing them,
+    and each piece carries its unit's score). `words` (B, W): per word, when `attribute` got `word_ids`; -inf
+    for words without a piece. `a_r`, `a_n` (B,): multi-token scores of the rationale and of the rest where
+    the method defines its own (IM's Eq. 4), else None (evaluation then averages word scores). `valid` (B,):
+    the examples `a_r`/`a_n` (or, without them, `scores`) are defined for.
+    """
 
     scores: torch.Tensor | None = None
+    words: torch.Tensor | None = None
     a_r: torch.Tensor | None = None
     a_n: torch.Tensor | None = None
-    valid: torch.Tensor | None = None  # (B,) bool: examples the scores are defined for
+    valid: torch.Tensor | None = None
 
 
 class InterpretationMethod(ABC):
@@ -62,6 +71,7 @@ class InterpretationMethod(ABC):
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""  # "baseline", "gb", "im", "dm"
+    unit: ClassVar[str] = "score"  # what an attribution score measures, shown with explanations
     # Second-order gradients do not run under fused SDPA attention: such methods get eager attention.
     needs_double_backward: ClassVar[bool] = False
     # Behaviour version: bump it (as a string: "2", "3", ...) in any change that alters the numbers this method
@@ -94,9 +104,20 @@ class InterpretationMethod(ABC):
     def load_state_dict(self, state: dict) -> None:  # noqa: B027 - optional hook
         """Restore what `state_dict` saved; called after `prepare`, before training resumes."""
 
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False,
+                  word_ids: torch.Tensor | None = None, n_words: int | None = None) -> Attribution:
+        """Scores for the batch: per piece always, per word too when `word_ids` (B, L; -1 outside words) and
+        `n_words` are given (by default a word's score is the maximum over its pieces). Differentiable w.r.t.
+        the model iff `create_graph`; never draws from the global RNG."""
+        attribution = self.piece_attribution(model, batch, create_graph=create_graph)
+        if word_ids is not None:
+            attribution.words = pieces_to_words(attribution.scores, word_ids.to(attribution.scores.device),
+                                                int(n_words if n_words is not None else 0))
+        return attribution
+
     @abstractmethod
-    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
-        """Attribution scores for the batch; differentiable w.r.t. the model iff `create_graph`."""
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+        """The per-piece `Attribution` (`scores`, and `a_r`/`a_n` where the method has its own)."""
 
     @abstractmethod
     def alignment_loss(
@@ -121,7 +142,7 @@ class Baseline(InterpretationMethod):
     name = "baseline"
     family = "baseline"
 
-    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         raise NotImplementedError("the baseline has no interpretation method; pick one with --method")
 
     def alignment_loss(self, model, batch, logits, task_loss, inputs_embeds) -> torch.Tensor:

@@ -251,6 +251,7 @@ class DiffMaskMethod(InterpretationMethod):
     version = "2"
 
     family = "dm"
+    unit = "P(piece kept)"
     schedule: ClassVar[str] = "diffmask"
     multi_round: ClassVar[bool] = False
 
@@ -324,7 +325,7 @@ class DiffMaskMethod(InterpretationMethod):
         return torch.Generator(device=device).manual_seed((seed ^ _NOISE_SALT) & 0x7FFF_FFFF_FFFF_FFFF)
 
     # -- the interface ------------------------------------------------------------------------------------
-    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """The trained extractor's scores per piece (zero on non-real); deterministic, no RNG consumed."""
         if self.extractor is None:
             raise RuntimeError("the DiffMask extractor is not trained yet; run the schedule (or load one) first")

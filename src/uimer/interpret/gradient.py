@@ -174,6 +174,7 @@ class GradientMethod(InterpretationMethod):
     """Shared machinery: per-example input gradients of an objective, taken through a given forward."""
 
     family = "gb"
+    unit = "normalised |gradient|"
     needs_double_backward = True
 
     def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
@@ -192,7 +193,7 @@ class GradientMethod(InterpretationMethod):
         (grad,) = torch.autograd.grad(total, inputs_embeds, create_graph=create_graph)
         return self.scores_from_gradient(grad, inputs_embeds, batch)
 
-    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """A separate attribution pass, run without dropout and inside a forked RNG.
 
         Neither the dropout state of training nor the model's train/eval mode changes. With `create_graph`
@@ -248,6 +249,7 @@ class Ghaeini(GradientMethod):
     """
 
     name = "gb-ghaeini"
+    unit = "gradient × input"
 
     def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         return model.gold_score(logits, batch)

@@ -54,6 +54,7 @@ from uimer.interpret.base import (
     zero_loss,
 )
 from uimer.interpret.replacement import (
+    MIN_Q,
     MaskProposer,
     MLMProposer,
     PriorProposer,
@@ -67,9 +68,12 @@ from uimer.interpret.replacement import (
     special_ids,
     unigram_prior,
 )
+from uimer.interpret.words import chunked, index_batch, word_membership, words_to_pieces
 from uimer.models.protocol import AttributableModel
 
 LN2 = math.log(2.0)
+EVAL_CHUNK = 512  # replaced sentences per forward when scoring units (evaluation's batches, not training's)
+_PER_UNIT_SALT = 0x3E7A_11ED  # the per-unit proposals' own stream (the value evaluation used before)
 DEFAULT_K = 2  # the reference README's replace_repeat
 DEFAULT_MARGIN = 1.0  # paper Table 6, 1-shot intent, +Uniform and +MASK (no warm-up)
 DEFAULT_FRACTION = 0.3  # the reference's max_rationale_percentage
@@ -112,11 +116,6 @@ def margin_loss(lo_r: torch.Tensor, lo_n: torch.Tensor, margin: float) -> torch.
     return torch.relu(lo_r - lo_n + margin).mean()
 
 
-def index_batch(batch: Batch, rows: torch.Tensor) -> Batch:
-    """The batch's examples `rows` (repeats allowed), every field gathered the same way."""
-    return Batch(**{f.name: getattr(batch, f.name).index_select(0, rows) for f in fields(batch)})
-
-
 def _slice_batch(batch: Batch, start: int, stop: int) -> Batch:
     return Batch(**{f.name: getattr(batch, f.name)[start:stop] for f in fields(batch)})
 
@@ -152,6 +151,7 @@ class InputMarginalization(InterpretationMethod):
         return "1" if task == "snips-slot" else cls.version
 
     family = "im"
+    unit = "bits (log-odds drop, word replaced)"
     strategy: ClassVar[str] = ""
 
     def __init__(self, options: dict | None = None):
@@ -314,8 +314,31 @@ class InputMarginalization(InterpretationMethod):
                 parts.append(_gold_log_probs(model, part))
         return torch.cat(parts)
 
-    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
-        """a_R, a_N per example (log2 odds); `valid` marks examples with both sides. RNG-neutral."""
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False,
+                  word_ids: torch.Tensor | None = None, n_words: int | None = None) -> Attribution:
+        """Per unit, a word when `word_ids` are given and else a word piece: LO(p) - LO(m) in bits, m the
+        q-weighted marginal over the unit replaced by the strategy's proposals (Eq. 4 for a single unit); every
+        piece carries its unit's score. And a_R, a_N per example: Eq. 4 over the rationale and over the
+        rest (`valid` marks the examples with both). Deterministic and RNG-neutral."""
+        a_r, a_n, valid = self._multi_token(model, batch, create_graph)
+        if word_ids is None:
+            positions = torch.arange(batch.input_ids.shape[1], device=batch.input_ids.device)
+            units = torch.where(batch.real_mask, positions.expand_as(batch.input_ids), -1)
+            n_units = batch.input_ids.shape[1]
+        else:
+            units, n_units = word_ids.to(batch.input_ids.device), int(n_words if n_words is not None else 0)
+        with torch.random.fork_rng(devices=_rng_devices(batch.input_ids.device)), \
+                torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            unit_scores = self._unit_scores(model, batch, units, n_units)
+        return Attribution(scores=words_to_pieces(unit_scores, units), a_r=a_r, a_n=a_n, valid=valid,
+                           words=unit_scores if word_ids is not None else None)
+
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+        return self.attribute(model, batch, create_graph=create_graph)
+
+    def _multi_token(self, model: AttributableModel, batch: Batch,
+                     create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """a_R, a_N (log2 odds drops, Eq. 4) and which examples have both sides."""
         size = batch.size
         with torch.random.fork_rng(devices=_rng_devices(batch.input_ids.device)), torch.set_grad_enabled(create_graph):
             ids, log_q, rows = self.replacements(batch)
@@ -331,7 +354,46 @@ class InputMarginalization(InterpretationMethod):
                 a_n = a_n.index_put((rows,), lo_p[rows] - lo[:, 1])
         valid = torch.zeros(size, dtype=torch.bool, device=batch.input_ids.device)
         valid[rows] = True
-        return Attribution(a_r=a_r, a_n=a_n, valid=valid)
+        return a_r, a_n, valid
+
+    def _unit_scores(self, model: AttributableModel, batch: Batch, unit_ids: torch.Tensor, n_units: int,
+                     chunk: int = EVAL_CHUNK) -> torch.Tensor:
+        """(B, U) LO(p) - LO(m) in bits per unit (a word, or a piece), the target being `batch.labels`/`tags`;
+        -inf for absent units. Proposals come from the method's own generator, seeded from its seed."""
+        proposer = self.proposer
+        if proposer is None:
+            raise RuntimeError(f"{self.name}: call prepare(MethodSetup(...)) before attributing")
+        device = batch.input_ids.device
+        cpu = batch.to("cpu")
+        unit_ids = unit_ids.to("cpu")
+        real = cpu.real_mask & (unit_ids >= 0)
+        k = proposer.k
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, _PER_UNIT_SALT))
+        proposals, weights_flat = proposer.propose(cpu.input_ids, cpu.attention_mask, cpu.token_type_ids, real,
+                                                   generator)
+        b, length = cpu.input_ids.shape
+        candidates = cpu.input_ids.unsqueeze(-1).expand(b, length, k).clone()
+        weights = torch.zeros(b, length, k)
+        candidates[real] = proposals.to(torch.long)
+        weights[real] = weights_flat.float()
+        member = word_membership(unit_ids, n_units) & real.unsqueeze(1)  # (B, U, L)
+        rows, units = member.any(-1).nonzero(as_tuple=True)
+        scores = torch.full((b, n_units), -math.inf)
+        if rows.numel() == 0:
+            return scores.to(device)
+        chosen = member[rows, units]  # (n, L)
+        replaced = torch.where(chosen.unsqueeze(1), candidates[rows].permute(0, 2, 1), cpu.input_ids[rows].unsqueeze(1))
+        q = torch.einsum("nl,nlk->nk", chosen.float(), weights[rows]) / chosen.sum(1, keepdim=True)
+        log_q = q.clamp_min(MIN_Q).log()
+        n = rows.numel()
+        perturbed = index_batch(batch, rows.to(device).repeat_interleave(k))
+        perturbed = replace(perturbed, input_ids=replaced.reshape(n * k, length).to(device))
+        log_p = chunked(lambda part: model.gold_log_prob(model(part), part), perturbed, chunk).view(n, k).cpu()
+        floor = self.floor_bits
+        lo_m = log2_odds(log_marginal(log_q, log_p, floor), floor)
+        lo_x = log2_odds(model.gold_log_prob(model(batch), batch).cpu(), floor)
+        scores[rows, units] = lo_x[rows] - lo_m
+        return scores.to(device)
 
     def alignment_loss(self, model: AttributableModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor,
                        inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
