@@ -31,7 +31,7 @@ import torch
 from uimer.data.encoding import encode_examples
 from uimer.data.paths import resolve_data_dir
 from uimer.data.tasks import load_task
-from uimer.interpret import METHODS, add_method_options, create_method
+from uimer.interpret import METHODS, create_method, method_option_defaults
 from uimer.models.encoder import load_tokenizer
 from uimer.models.task_model import build_model
 from uimer.training.schedules import dm_phase_steps
@@ -39,12 +39,6 @@ from uimer.training.step import train_step
 from uimer.training.trainer import TrainConfig, TrainingContext, make_optimizer, set_seed
 
 BASELINE = "baseline"
-
-
-def method_option_defaults() -> dict:
-    """The options every method would get from `uimer train` without flags (the CLI's defaults)."""
-    added = add_method_options(argparse.ArgumentParser(add_help=False))
-    return {dest: action.default for dest, (action, _) in added.items()}
 
 
 def parse_option(text: str) -> tuple[str, object]:

@@ -323,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UimerError as err:
-        print(f"uimer: error: {err}", file=sys.stderr)
+        from uimer.interpret.options import OptionError
+
+        message = err.for_flags() if isinstance(err, OptionError) else str(err)  # the CLI names its flags
+        print(f"uimer: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("uimer: interrupted; finished seeds are kept and a rerun resumes", file=sys.stderr)

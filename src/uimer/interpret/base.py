@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from uimer.data.encoding import Batch, EncodedSplit
+from uimer.interpret.options import OPTION_CLASSES, options_class_of
 from uimer.interpret.words import pieces_to_words
 from uimer.models.protocol import AttributableModel
 
@@ -175,52 +176,35 @@ def register_method(name: str, family: str, help: str) -> Callable:
 register_method("baseline", "baseline", "the base model, task loss only")(Baseline)
 
 
-# Family modules add their flags (e.g. --margin, --im-k) through this hook, so the CLI stays generic.
-CLI_OPTIONS: list[tuple[str, Callable]] = []
-# Which methods read a group's flags: title -> (family, {argparse dest: method names} for flags only some read).
-CLI_OPTION_SCOPES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
-
-
-def register_cli_options(title: str, family: str = "", only: dict[str, tuple[str, ...]] | None = None) -> Callable:
-    """Decorator for `fn(group)` that adds a family's argparse options to `uimer train`; `family` and `only` say
-    which methods read them, so a flag that none of the chosen methods reads is refused instead of ignored."""
-
-    def decorator(fn: Callable) -> Callable:
-        CLI_OPTIONS.append((title, fn))
-        CLI_OPTION_SCOPES[title] = (family, dict(only or {}))
-        return fn
-
-    return decorator
-
-
 def add_method_options(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.Action, str]]:
-    """Add every family's option group to `parser`; returns the flags added, dest -> (action, group title)."""
+    """Add every family's option group to `parser`, generated from its options dataclass; returns the flags
+    added, dest (= option name) -> (action, group title)."""
     added: dict[str, tuple[argparse.Action, str]] = {}
-    for title, add_options in CLI_OPTIONS:
+    for cls in OPTION_CLASSES:
         before = {a.dest for a in parser._actions}
-        add_options(parser.add_argument_group(title))
-        added.update({a.dest: (a, title) for a in parser._actions if a.dest not in before})
+        cls.add_flags(parser.add_argument_group(cls.title))
+        added.update({a.dest: (a, cls.title) for a in parser._actions if a.dest not in before})
     return added
 
 
 def option_users(title: str, dest: str) -> list[str]:
-    """The registered methods that read the flag `dest` of option group `title` (all, when unscoped)."""
-    family, only = CLI_OPTION_SCOPES.get(title, ("", {}))
-    if dest in only:
-        return list(only[dest])
-    return sorted(name for name, spec in METHODS.items() if not family or spec.family == family)
+    """The registered methods that read option `dest` (`title`, its group, is kept for the callers' sake)."""
+    cls = options_class_of(dest)
+    if cls is None:
+        return []
+    return cls.readers(dest, {name: spec.family for name, spec in METHODS.items()})
 
 
 def method_option_defaults() -> dict[str, object]:
-    """Every registered option (argparse dest) with its default, as `uimer train` would pass it without flags."""
-    added = add_method_options(argparse.ArgumentParser(add_help=False))
-    return {dest: action.default for dest, (action, _) in added.items()}
+    """Every registered option with its default, as `uimer train` would pass it without flags."""
+    return {name: value for cls in OPTION_CLASSES for name, value in cls.defaults().items()}
 
 
 def options_read_by(name: str) -> frozenset[str]:
-    """The option dests method `name` reads (its family's groups, less the flags scoped to other methods)."""
-    added = add_method_options(argparse.ArgumentParser(add_help=False))
-    return frozenset(dest for dest, (_, title) in added.items() if name in option_users(title, dest))
+    """The options method `name` reads (its family's, less those scoped to other methods)."""
+    families = {n: spec.family for n, spec in METHODS.items()}
+    return frozenset(option for cls in OPTION_CLASSES for option in cls.infos()
+                     if name in cls.readers(option, families))
 
 
 def options_for(name: str, options: dict) -> dict:

@@ -87,12 +87,12 @@ from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
     MethodSetup,
-    register_cli_options,
     register_method,
     zero_loss,
 )
 from uimer.interpret.extractor import GATES, DiffMaskExtractor, piece_scores, read_states
 from uimer.interpret.hard_concrete import SCORES
+from uimer.interpret.options import MethodOptions, OptionError, option, register_options
 from uimer.models.hooks import encoder_layers
 from uimer.models.modes import eval_mode, frozen
 from uimer.models.protocol import AttributableModel
@@ -130,118 +130,95 @@ def dm_alignment_loss(model: AttributableModel, batch: Batch, extractor: DiffMas
 
 
 # -- options and the two registered methods -------------------------------------------------------------
-@dataclass
-class DMOptions:
-    gate: str = "input"
-    rounds: int = 10
-    extractor_epochs: int = 10
-    extractor_min_steps: int = 50
-    model_epochs_per_round: int = 2
-    lr_extractor: float = 1e-3
-    lr_alpha: float = 1.0
-    round_lr_decay: float = 1.0
-    reinit_extractor: bool = False
-    eps: float = 0.1
-    hidden_layer: int | None = None
-    score: str = "keep-prob"
-    test_curve: bool = True
-    # The warm-up (phase 1) is the baseline's task model: its own training settings, None = the row's.
-    warmup_lr: float | None = None
-    warmup_batch_size: int | None = None
-    warmup_max_epochs: int | None = None
-    warmup_patience: int | None = None
+@register_options
+@dataclass(frozen=True)
+class DMOptions(MethodOptions):
+    """The DiffMask methods' options. The names are the option keys (and flags); the properties below give the
+    schedule's readable names. The warm-up (phase 1) is the baseline's task model: its own training settings,
+    None = the row's."""
+
+    title = "DiffMask extractor (dm-*)"
+    family = "dm"
+
+    dm_gate: str = option("input", choices=GATES,
+                          help="mask the input word embeddings (gates read [h_0; h_i] of every layer) or one hidden layer")
+    dm_hidden_layer: int | None = option(
+        None, domain=Domain(int, 0, 1000),
+        help="layer whose input --dm-gate hidden masks (default: num_layers // 2, a fixed middle layer)")
+    rounds: int = option(10, domain=Domain(int, 1, 10000), only=("dm-multi-round",),
+                         help="dm-multi-round: rounds of (extractor, model) training")
+    extractor_epochs: int = option(10, domain=Domain(int, 0, 100000), help="extractor epochs per round (theta frozen)")
+    extractor_min_steps: int = option(50, domain=Domain(int, 0, 10**9),
+                                      help="a freshly built extractor trains at least this many steps (whole epochs)")
+    model_epochs_per_round: int = option(
+        2, domain=Domain(int, 1, 100000), only=("dm-multi-round",),
+        help="dm-multi-round: model epochs per round (dm-one-pass trains until early stopping)")
+    lr_extractor: float = option(1e-3, domain=Domain(float, 0, 10, low_open=True),
+                                 help="Adam LR of the gates and placeholder")
+    dm_lr_alpha: float = option(1.0, domain=Domain(float, 0, 1e6, low_open=True),
+                                help="gradient-ascent LR of the Lagrange multiplier")
+    round_lr_decay: float = option(1.0, domain=Domain(float, 0, 100, low_open=True),
+                                   help="round r (1-based) trains at LR * decay^(r-1), for the model and the extractor")
+    reinit_extractor: bool = option(False, kind=bool, help="a fresh extractor every round")
+    dm_eps: float = option(0.1, domain=Domain(float, 0, 1e6), help="KL tolerance of the masked prediction")
+    dm_score: str = option("keep-prob", choices=SCORES,
+                           help="scores for L_int/attribution: P(piece kept) (smooth) or the clamped test-time gate")
+    dm_no_test_curve: bool = option(
+        False, kind=bool, help="skip the per-round test evaluation (Fig. 4 curve); test is still scored at the end")
+    dm_warmup_lr: float | None = option(None, kind=float,
+                                        help="LR of the warm-up task model (default: --lr; grids set the baseline's)")
+    dm_warmup_batch_size: int | None = option(
+        None, kind=int, help="batch size of the warm-up (default: --batch-size; grids set the baseline's)")
+    dm_warmup_max_epochs: int | None = option(
+        None, kind=int, help="max epochs of the warm-up (default: --max-epochs; grids set the baseline's)")
+    dm_warmup_patience: int | None = option(
+        None, kind=int, help="early-stopping patience of the warm-up (default: --patience; grids set the baseline's)")
+
+    # The library is laxer than the CLI and grids in one place: dm_eps may be negative (tests force violations).
+    def validate(self) -> None:
+        super().validate()
+        for name in ("rounds", "model_epochs_per_round"):
+            if getattr(self, name) < 1:
+                raise OptionError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("extractor_epochs", "extractor_min_steps"):
+            if getattr(self, name) < 0:
+                raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.dm_eps):
+            raise OptionError("dm_eps", f"must be a finite number, got {self.dm_eps}")
+        if self.dm_hidden_layer is not None and self.dm_hidden_layer < 0:
+            raise OptionError("dm_hidden_layer", f"must be >= 0, got {self.dm_hidden_layer}")
+        for name in ("lr_extractor", "dm_lr_alpha", "round_lr_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise OptionError(name, f"must be > 0, got {value}")
+        for name in ("dm_warmup_lr", "dm_warmup_batch_size", "dm_warmup_max_epochs"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise OptionError(name, f"must be > 0, got {value}")
+        if self.dm_warmup_patience is not None and self.dm_warmup_patience < 0:
+            raise OptionError("dm_warmup_patience", f"must be >= 0, got {self.dm_warmup_patience}")
 
     @classmethod
     def from_options(cls, options: dict) -> DMOptions:
-        """Read the `uimer train` dests (absent keys keep their defaults; other families' keys are ignored)."""
-        d = cls()
+        """`from_dict` (kept for the callers that read DM options by this name)."""
+        return cls.from_dict(options)
 
-        def pick(key: str, default):
-            value = options.get(key)
-            return default if value is None else value
-
-        opts = cls(
-            gate=str(pick("dm_gate", d.gate)),
-            rounds=int(pick("rounds", d.rounds)),
-            extractor_epochs=int(pick("extractor_epochs", d.extractor_epochs)),
-            extractor_min_steps=int(pick("extractor_min_steps", d.extractor_min_steps)),
-            model_epochs_per_round=int(pick("model_epochs_per_round", d.model_epochs_per_round)),
-            lr_extractor=float(pick("lr_extractor", d.lr_extractor)),
-            lr_alpha=float(pick("dm_lr_alpha", d.lr_alpha)),
-            round_lr_decay=float(pick("round_lr_decay", d.round_lr_decay)),
-            reinit_extractor=bool(pick("reinit_extractor", d.reinit_extractor)),
-            eps=float(pick("dm_eps", d.eps)),
-            hidden_layer=None if options.get("dm_hidden_layer") is None else int(options["dm_hidden_layer"]),
-            score=str(pick("dm_score", d.score)),
-            test_curve=not bool(pick("dm_no_test_curve", False)),
-            warmup_lr=None if options.get("dm_warmup_lr") is None else float(options["dm_warmup_lr"]),
-            warmup_batch_size=None if options.get("dm_warmup_batch_size") is None
-            else int(options["dm_warmup_batch_size"]),
-            warmup_max_epochs=None if options.get("dm_warmup_max_epochs") is None
-            else int(options["dm_warmup_max_epochs"]),
-            warmup_patience=None if options.get("dm_warmup_patience") is None
-            else int(options["dm_warmup_patience"]),
-        )
-        if opts.gate not in GATES:
-            raise ConfigError(f"--dm-gate must be one of {', '.join(GATES)}, not {opts.gate!r}")
-        if opts.score not in SCORES:
-            raise ConfigError(f"--dm-score must be one of {', '.join(SCORES)}, not {opts.score!r}")
-        if opts.rounds < 1 or opts.model_epochs_per_round < 1 or opts.extractor_epochs < 0 or opts.extractor_min_steps < 0:
-            raise ConfigError("--rounds and --model-epochs-per-round must be >= 1, --extractor-epochs and "
-                              "--extractor-min-steps >= 0")
-        if not math.isfinite(opts.eps):  # the CLI and grids also require >= 0; tests force violations with < 0
-            raise ConfigError(f"--dm-eps must be a finite number, got {opts.eps}")
-        if opts.hidden_layer is not None and opts.hidden_layer < 0:
-            raise ConfigError(f"--dm-hidden-layer must be >= 0, got {opts.hidden_layer}")
-        if not all(math.isfinite(v) for v in (opts.lr_extractor, opts.lr_alpha, opts.round_lr_decay)) or \
-                opts.lr_extractor <= 0 or opts.lr_alpha <= 0 or opts.round_lr_decay <= 0:
-            raise ConfigError("--lr-extractor, --dm-lr-alpha and --round-lr-decay must be > 0")
-        for flag, value in (("--dm-warmup-lr", opts.warmup_lr), ("--dm-warmup-batch-size", opts.warmup_batch_size),
-                            ("--dm-warmup-max-epochs", opts.warmup_max_epochs)):
-            if value is not None and value <= 0:
-                raise ConfigError(f"{flag} must be > 0")
-        if opts.warmup_patience is not None and opts.warmup_patience < 0:
-            raise ConfigError("--dm-warmup-patience must be >= 0")
-        return opts
+    gate = property(lambda self: self.dm_gate)
+    hidden_layer = property(lambda self: self.dm_hidden_layer)
+    lr_alpha = property(lambda self: self.dm_lr_alpha)
+    eps = property(lambda self: self.dm_eps)
+    score = property(lambda self: self.dm_score)
+    test_curve = property(lambda self: not self.dm_no_test_curve)
+    warmup_lr = property(lambda self: self.dm_warmup_lr)
+    warmup_batch_size = property(lambda self: self.dm_warmup_batch_size)
+    warmup_max_epochs = property(lambda self: self.dm_warmup_max_epochs)
+    warmup_patience = property(lambda self: self.dm_warmup_patience)
 
     def warmup_overrides(self) -> dict:
         """TrainConfig fields the warm-up takes from the baseline instead of the DM row."""
         pairs = (("lr", self.warmup_lr), ("batch_size", self.warmup_batch_size),
                  ("max_epochs", self.warmup_max_epochs), ("patience", self.warmup_patience))
         return {name: value for name, value in pairs if value is not None}
-
-
-@register_cli_options("DiffMask extractor (dm-*)", family="dm",
-                      only={"rounds": ("dm-multi-round",), "model_epochs_per_round": ("dm-multi-round",)})
-def _dm_cli(group) -> None:
-    group.add_argument("--dm-gate", choices=GATES, default="input",
-                       help="mask the input word embeddings (gates read [h_0; h_i] of every layer) or one hidden layer")
-    group.add_argument("--dm-hidden-layer", type=Domain(int, 0, 1000), default=None,
-                       help="layer whose input --dm-gate hidden masks (default: num_layers // 2, a fixed middle layer)")
-    group.add_argument("--rounds", type=Domain(int, 1, 10000), default=10, help="dm-multi-round: rounds of (extractor, model) training")
-    group.add_argument("--extractor-epochs", type=Domain(int, 0, 100000), default=10, help="extractor epochs per round (theta frozen)")
-    group.add_argument("--extractor-min-steps", type=Domain(int, 0, 10**9), default=50,
-                       help="a freshly built extractor trains at least this many steps (whole epochs)")
-    group.add_argument("--model-epochs-per-round", type=Domain(int, 1, 100000), default=2,
-                       help="dm-multi-round: model epochs per round (dm-one-pass trains until early stopping)")
-    group.add_argument("--lr-extractor", type=Domain(float, 0, 10, low_open=True), default=1e-3, help="Adam LR of the gates and placeholder")
-    group.add_argument("--dm-lr-alpha", type=Domain(float, 0, 1e6, low_open=True), default=1.0, help="gradient-ascent LR of the Lagrange multiplier")
-    group.add_argument("--round-lr-decay", type=Domain(float, 0, 100, low_open=True), default=1.0,
-                       help="round r (1-based) trains at LR * decay^(r-1), for the model and the extractor")
-    group.add_argument("--reinit-extractor", action="store_true", help="a fresh extractor every round")
-    group.add_argument("--dm-eps", type=Domain(float, 0, 1e6), default=0.1, help="KL tolerance of the masked prediction")
-    group.add_argument("--dm-score", choices=SCORES, default="keep-prob",
-                       help="scores for L_int/attribution: P(piece kept) (smooth) or the clamped test-time gate")
-    group.add_argument("--dm-no-test-curve", action="store_true",
-                       help="skip the per-round test evaluation (Fig. 4 curve); test is still scored at the end")
-    group.add_argument("--dm-warmup-lr", type=float, default=None,
-                       help="LR of the warm-up task model (default: --lr; grids set the baseline's)")
-    group.add_argument("--dm-warmup-batch-size", type=int, default=None,
-                       help="batch size of the warm-up (default: --batch-size; grids set the baseline's)")
-    group.add_argument("--dm-warmup-max-epochs", type=int, default=None,
-                       help="max epochs of the warm-up (default: --max-epochs; grids set the baseline's)")
-    group.add_argument("--dm-warmup-patience", type=int, default=None,
-                       help="early-stopping patience of the warm-up (default: --patience; grids set the baseline's)")
 
 
 class DiffMaskMethod(InterpretationMethod):

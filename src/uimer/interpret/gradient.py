@@ -39,20 +39,20 @@ Design decisions (vs. the reference code, see the reference digest §4 and §9 i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from uimer.data.encoding import Batch
-from uimer.errors import ConfigError
 from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
     MethodSetup,
-    register_cli_options,
     register_method,
     zero_loss,
 )
+from uimer.interpret.options import MethodOptions, option, register_options
 from uimer.models.protocol import AttributableModel
 
 HUANG_VARIANTS = ("base", "gate", "order", "gate-order")
@@ -160,12 +160,18 @@ def huang_loss(
     return huang_reduce(variant, terms)
 
 
-@register_cli_options("UIMER-GB (gradient-based methods)", family="gb", only={"ghaeini_saliency": ("gb-ghaeini",)})
-def add_gb_options(group) -> None:
-    group.add_argument(
-        "--ghaeini-saliency", choices=GHAEINI_SALIENCIES, default=GHAEINI_SALIENCIES[0],
+@register_options
+@dataclass(frozen=True)
+class GBOptions(MethodOptions):
+    """The gradient-based methods' options."""
+
+    title = "UIMER-GB (gradient-based methods)"
+    family = "gb"
+
+    ghaeini_saliency: str = option(
+        GHAEINI_SALIENCIES[0], choices=GHAEINI_SALIENCIES, only=("gb-ghaeini",),
         help="gb-ghaeini attribution: gradient x input (default), or the paper's plain sum of gradients over "
-        "embedding dimensions, which is identically 0 when LayerNorm follows the embeddings (BERT, MiniLM)",
+             "embedding dimensions, which is identically 0 when LayerNorm follows the embeddings (BERT, MiniLM)",
     )
 
 
@@ -256,9 +262,7 @@ class Ghaeini(GradientMethod):
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        self.saliency = self.options.get("ghaeini_saliency") or GHAEINI_SALIENCIES[0]
-        if self.saliency not in GHAEINI_SALIENCIES:
-            raise ConfigError(f"ghaeini_saliency must be one of {GHAEINI_SALIENCIES}, not {self.saliency!r}")
+        self.saliency = GBOptions.from_dict(self.options).ghaeini_saliency
 
     def scores_from_gradient(self, grad: torch.Tensor, inputs_embeds: torch.Tensor, batch: Batch) -> torch.Tensor:
         per_dim = grad * inputs_embeds if self.saliency == "grad-x-input" else grad

@@ -36,7 +36,7 @@ epoch with `--im-resample epoch`) and looked up by `Batch.index`, so a step only
 from __future__ import annotations
 
 import math
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 import torch
@@ -49,10 +49,10 @@ from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
     MethodSetup,
-    register_cli_options,
     register_method,
     zero_loss,
 )
+from uimer.interpret.options import MethodOptions, OptionError, option, register_options
 from uimer.interpret.replacement import (
     MIN_Q,
     MaskProposer,
@@ -133,12 +133,49 @@ def _split(pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     return pair[:, 0], (pair[:, 1] if pair.shape[1] > 1 else None)
 
 
-def _option(options: dict, key: str, default):
-    value = options.get(key)
-    return default if value is None else value
-
-
 # -- the method ------------------------------------------------------------------------------------------
+@register_options
+@dataclass(frozen=True)
+class IMOptions(MethodOptions):
+    """The input-marginalization methods' options."""
+
+    title = "input marginalization (im-*)"
+    family = "im"
+
+    im_k: int = option(DEFAULT_K, domain=Domain(int, 1, 10000), metavar="K",
+                       help=f"replaced sentences per side, |S^R| = |S^N| (default {DEFAULT_K}; im-mask uses 1)")
+    margin: float = option(DEFAULT_MARGIN, domain=Domain(float, 0, 1e6), metavar="EPS",
+                           help=f"epsilon of max(a_N - a_R + eps, 0), in bits (default {DEFAULT_MARGIN})")
+    max_rationale_fraction: float | None = option(
+        None, domain=Domain(float, 0, 1, low_open=True), metavar="F",
+        help="replace at most max(1, floor(F*L)) rationale pieces and as many non-rationale "
+             f"ones (default {DEFAULT_FRACTION}; im-mask: no cap unless given)")
+    im_resample: str = option("never", choices=RESAMPLE_CHOICES,
+                              help="draw replacement sets once per seed (the reference) or afresh every epoch")
+    mlm: str | None = option(None, only=("im-mlm",), metavar="NAME_OR_PATH",
+                             help="masked LM for im-mlm, sharing the encoder's tokenizer (see `uimer mlm train`)")
+    log_odds_floor: float = option(
+        DEFAULT_FLOOR_BITS, domain=Domain(float, -1000, 0, high_open=True), metavar="BITS",
+        help=f"clamp p and m to >= 2^BITS so p = 0 stays finite (default {DEFAULT_FLOOR_BITS:g}, "
+             "~1e-25 as the reference); m is also capped at 1 - 1e-7")
+    im_chunk: int = option(0, domain=Domain(int, 0, 1 << 20), metavar="ROWS",
+                           help="run the replaced sentences in checkpointed chunks of ROWS to bound memory "
+                                "(default 0: one forward)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.im_k < 1:
+            raise OptionError("im_k", f"must be >= 1, got {self.im_k}")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise OptionError("margin", f"must be >= 0, got {self.margin}")
+        if self.max_rationale_fraction is not None and not 0 < self.max_rationale_fraction <= 1:
+            raise OptionError("max_rationale_fraction", f"must be in (0, 1], got {self.max_rationale_fraction}")
+        if not self.log_odds_floor < 0:
+            raise OptionError("log_odds_floor", f"must be negative (bits), got {self.log_odds_floor}")
+        if self.im_chunk < 0:
+            raise OptionError("im_chunk", f"must be >= 0, got {self.im_chunk}")
+
+
 class InputMarginalization(InterpretationMethod):
     """UIMER-IM with one replacement strategy (set by the registered subclasses)."""
 
@@ -156,29 +193,16 @@ class InputMarginalization(InterpretationMethod):
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        o = self.options
-        self.k = 1 if self.strategy == "mask" else int(_option(o, "im_k", DEFAULT_K))
-        self.margin = float(_option(o, "margin", DEFAULT_MARGIN))
+        o = IMOptions.from_dict(self.options)
+        self.k = 1 if self.strategy == "mask" else o.im_k
+        self.margin = o.margin
         # The reference's mask strategy replaces every rationale piece (no cap); an explicit value applies.
         default_fraction = None if self.strategy == "mask" else DEFAULT_FRACTION
-        fraction = _option(o, "max_rationale_fraction", default_fraction)
-        self.fraction = None if fraction is None else float(fraction)
-        self.resample = str(_option(o, "im_resample", "never"))
-        self.mlm_name = o.get("mlm")
-        self.floor_bits = float(_option(o, "log_odds_floor", DEFAULT_FLOOR_BITS))
-        self.chunk = int(_option(o, "im_chunk", 0))
-        if self.k < 1:
-            raise ConfigError(f"--im-k must be >= 1, got {self.k}")
-        if not (math.isfinite(self.margin) and self.margin >= 0):
-            raise ConfigError(f"--margin must be >= 0, got {self.margin}")
-        if self.fraction is not None and not 0 < self.fraction <= 1:
-            raise ConfigError(f"--max-rationale-fraction must be in (0, 1], got {self.fraction}")
-        if self.resample not in RESAMPLE_CHOICES:
-            raise ConfigError(f"--im-resample must be one of {RESAMPLE_CHOICES}, got {self.resample!r}")
-        if not self.floor_bits < 0:
-            raise ConfigError(f"--log-odds-floor must be negative (bits), got {self.floor_bits}")
-        if self.chunk < 0:
-            raise ConfigError(f"--im-chunk must be >= 0, got {self.chunk}")
+        self.fraction = default_fraction if o.max_rationale_fraction is None else o.max_rationale_fraction
+        self.resample = o.im_resample
+        self.mlm_name = o.mlm
+        self.floor_bits = o.log_odds_floor
+        self.chunk = o.im_chunk
         self.seed = 0
         self.device = torch.device("cpu")
         self.proposer: Proposer | None = None  # for batches outside the training split
@@ -445,22 +469,3 @@ class IMUniform(InputMarginalization):
     strategy = "uniform"
 
 
-@register_cli_options("input marginalization (im-*)", family="im", only={"mlm": ("im-mlm",)})
-def add_im_options(group) -> None:
-    group.add_argument("--im-k", type=Domain(int, 1, 10000), default=DEFAULT_K, metavar="K",
-                       help=f"replaced sentences per side, |S^R| = |S^N| (default {DEFAULT_K}; im-mask uses 1)")
-    group.add_argument("--margin", type=Domain(float, 0, 1e6), default=DEFAULT_MARGIN, metavar="EPS",
-                       help=f"epsilon of max(a_N - a_R + eps, 0), in bits (default {DEFAULT_MARGIN})")
-    group.add_argument("--max-rationale-fraction", type=Domain(float, 0, 1, low_open=True), default=None, metavar="F",
-                       help="replace at most max(1, floor(F*L)) rationale pieces and as many non-rationale "
-                            f"ones (default {DEFAULT_FRACTION}; im-mask: no cap unless given)")
-    group.add_argument("--im-resample", choices=RESAMPLE_CHOICES, default="never",
-                       help="draw replacement sets once per seed (the reference) or afresh every epoch")
-    group.add_argument("--mlm", default=None, metavar="NAME_OR_PATH",
-                       help="masked LM for im-mlm, sharing the encoder's tokenizer (see `uimer mlm train`)")
-    group.add_argument("--log-odds-floor", type=Domain(float, -1000, 0, high_open=True), default=DEFAULT_FLOOR_BITS, metavar="BITS",
-                       help=f"clamp p and m to >= 2^BITS so p = 0 stays finite (default {DEFAULT_FLOOR_BITS:g}, "
-                            "~1e-25 as the reference); m is also capped at 1 - 1e-7")
-    group.add_argument("--im-chunk", type=Domain(int, 0, 1 << 20), default=0, metavar="ROWS",
-                       help="run the replaced sentences in checkpointed chunks of ROWS to bound memory "
-                            "(default 0: one forward)")
