@@ -9,9 +9,10 @@ import warnings
 from pathlib import Path
 
 from uimer.checks import SEED
+from uimer.data.types import TASKS
 from uimer.errors import ConfigError, UimerError, UimerWarning
 
-TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
+TASK_CHOICES = TASKS  # defined once, in uimer.data.types
 
 
 class Parser(argparse.ArgumentParser):

@@ -51,13 +51,14 @@ from typing import Any
 import yaml
 
 from uimer.checks import SEED, Domain
+from uimer.data.types import TASKS
 from uimer.errors import ConfigError
 from uimer.experiments import CONFIG_DIR, packaged_configs
 from uimer.models.task_model import PRECISIONS
 from uimer.training.trainer import TrainConfig
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.yaml"
-TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
+TASK_CHOICES = TASKS  # defined once, in uimer.data.types
 TASK_COLUMN_PREFIX = {"snips-intent": "intent", "snips-slot": "slot", "esnli": "nli"}
 
 TOP_KEYS = ("name", "description", "extends", "defaults", "settings", "methods", "overrides", "cost")

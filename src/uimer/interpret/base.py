@@ -73,6 +73,8 @@ class InterpretationMethod(ABC):
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""  # "baseline", "gb", "im", "dm"
     unit: ClassVar[str] = "score"  # what an attribution score measures, shown with explanations
+    # The family's typed options (uimer.interpret.options), None for a method without any.
+    options_class: ClassVar[type | None] = None
     # Second-order gradients do not run under fused SDPA attention: such methods get eager attention.
     needs_double_backward: ClassVar[bool] = False
     # Behaviour version: bump it (as a string: "2", "3", ...) in any change that alters the numbers this method

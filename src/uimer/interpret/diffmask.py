@@ -228,6 +228,7 @@ class DiffMaskMethod(InterpretationMethod):
     version = "2"
 
     family = "dm"
+    options_class = DMOptions
     unit = "P(piece kept)"
     schedule: ClassVar[str] = "diffmask"
     multi_round: ClassVar[bool] = False

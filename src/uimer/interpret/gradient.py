@@ -180,6 +180,7 @@ class GradientMethod(InterpretationMethod):
     """Shared machinery: per-example input gradients of an objective, taken through a given forward."""
 
     family = "gb"
+    options_class = GBOptions
     unit = "normalised |gradient|"
     needs_double_backward = True
 

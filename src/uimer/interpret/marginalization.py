@@ -188,6 +188,7 @@ class InputMarginalization(InterpretationMethod):
         return "1" if task == "snips-slot" else cls.version
 
     family = "im"
+    options_class = IMOptions
     unit = "bits (log-odds drop, word replaced)"
     strategy: ClassVar[str] = ""
 
