@@ -466,7 +466,7 @@ def test_cli_flags_reach_options():
     assert dm.warmup_overrides() == {"lr": 1e-4, "patience": 7}
 
 
-def test_benchmark_steps_run_one_step_each(tiny_tokenizer):
+def test_dm_phase_steps_run_one_step_each(tiny_tokenizer):
     context, dm = _context(tiny_tokenizer, method="dm-multi-round", alpha=1.0)
     steps = dm_phase_steps(context)
     assert set(steps) == {"dm-extractor-step", "dm-model-step"}
