@@ -5,7 +5,10 @@
 gold rationales `g`. Families differ in what they need around training (replacement sets, an extractor), so
 a method can also hook into preparation (`prepare(MethodSetup)`, never a whole training run) and declare
 the training schedule it needs (`schedule`: "standard", or "diffmask" for the extractor methods); the
-schedules themselves live in `uimer.training`.
+schedules themselves live in `uimer.training`. `attribute` gives every family's scores in one form
+(`Attribution`: per piece, per word when asked), so evaluation never asks which family it scores. Methods are
+written against `uimer.models.protocol.AttributableModel`, not a concrete model class, and read their options
+from their family's options dataclass (`uimer.interpret.options`), from which the flags are made.
 
 Conventions every method follows:
 - examples without any rationale piece contribute L_task only; a batch without rationales gives
