@@ -103,7 +103,7 @@ class RunSpec:
     def versions(self) -> dict[str, str]:
         return behaviour_versions(self.method, self.task)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, every_option: bool = False) -> str:
         """What must match for a stored seed result to be reused: the specification and the behaviour versions of
         the code that computes it (a version still at IMPLICIT_VERSION is left out, so a result from before
         versions existed keeps its fingerprint; a bump changes the fingerprint and the old result goes stale)."""
@@ -113,7 +113,9 @@ class RunSpec:
         data["config"].pop("device")
         # Only the options the chosen method reads. Grids never store another family's options, so their
         # fingerprints are what they were; `uimer train` used to store every family's flags.
-        data["config"]["method_options"] = options_for(self.method, self.config.method_options)
+        # `every_option`: all of them, for a spec that stands for several methods (a tuning study's base).
+        if not every_option:
+            data["config"]["method_options"] = options_for(self.method, self.config.method_options)
         if data["config"].get("precision") == "fp32":  # the default leaves fingerprints of fp32-era runs intact
             data["config"].pop("precision")
         bumped = {k: v for k, v in self.versions().items() if v != IMPLICIT_VERSION}
