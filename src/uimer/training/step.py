@@ -1,9 +1,10 @@
 """The training steps: one optimizer step of the task model (shared by every schedule and the step-cost
 benchmark), and one of the DiffMask extractor.
 
-`train_step` is the only place where L = L_task + alpha * L_int is formed and stepped: `fit` calls it for the
-baseline, GB and IM, the DiffMask model phase for DM (with the extractor frozen), and
-`benchmarks/step_cost.py` times it, so what is measured is what trains.
+`step_loss` is the only place where L = L_task + alpha * L_int is formed, and `train_step` the only place it is
+stepped: `fit` calls it for the baseline, GB and IM, the DiffMask model phase for DM (with the extractor
+frozen), and `benchmarks/step_cost.py` times it, so what is measured is what trains; `uimer.hf.UimerTrainer`
+takes `step_loss` and leaves the step to the Hugging Face Trainer.
 """
 
 from __future__ import annotations
@@ -20,17 +21,19 @@ from uimer.models.protocol import AttributableModel
 
 @dataclass
 class StepLosses:
-    """The losses of one step, as floats (L_int is None when it was not computed: baseline, warm-up, alpha 0)."""
+    """The losses of one step, as floats (L_int is None when it was not computed: baseline, warm-up, alpha 0),
+    and the step's logits (still in the graph until the step is taken)."""
 
     l_task: float
     l_int: float | None
+    logits: torch.Tensor | None = None
 
 
-def train_step(model: AttributableModel, batch: Batch, method: InterpretationMethod, optimizer, scheduler, *,
-               alpha: float, max_grad_norm: float, alignment: bool) -> StepLosses:
-    """One step on theta: forward on the word embeddings (kept in the graph, so gradient methods
-    differentiate through this very forward), L_task, plus alpha * L_int when `alignment`, backward, clipping
-    over the parameters that train, optimizer and scheduler step. The caller sets the model's mode."""
+def step_loss(model: AttributableModel, batch: Batch, method: InterpretationMethod, *, alpha: float,
+              alignment: bool) -> tuple[torch.Tensor, StepLosses]:
+    """L = L_task + alpha * L_int for a training batch (L_int only when `alignment`): forward on the word
+    embeddings, kept in the graph, so gradient methods differentiate through this very forward. Returns the
+    loss to back-propagate and its parts as floats. `train_step` and `uimer.hf.UimerTrainer` both use it."""
     embeds = model.embed(batch.input_ids)
     logits = model(batch, inputs_embeds=embeds)
     l_task = model.task_loss(logits, batch)
@@ -40,6 +43,14 @@ def train_step(model: AttributableModel, batch: Batch, method: InterpretationMet
         l_int = method.alignment_loss(model, batch, logits, l_task, embeds)
         loss = l_task + alpha * l_int
         l_int_value = float(l_int.detach())
+    return loss, StepLosses(float(l_task.detach()), l_int_value, logits)
+
+
+def train_step(model: AttributableModel, batch: Batch, method: InterpretationMethod, optimizer, scheduler, *,
+               alpha: float, max_grad_norm: float, alignment: bool) -> StepLosses:
+    """One step on theta: `step_loss`, backward, clipping over the parameters that train, optimizer and
+    scheduler step. The caller sets the model's mode."""
+    loss, losses = step_loss(model, batch, method, alpha=alpha, alignment=alignment)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm > 0:
@@ -47,7 +58,7 @@ def train_step(model: AttributableModel, batch: Batch, method: InterpretationMet
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return StepLosses(float(l_task.detach()), l_int_value)
+    return losses
 
 
 def make_extractor_optimizers(extractor: DiffMaskExtractor, lr: float, lr_alpha: float):
