@@ -221,3 +221,38 @@ def test_uimer_train_has_the_fingerprint_of_the_grid_run_it_repeats(variant, arg
                                       "--seeds", "55", "--device", "cpu", "--output-dir", str(tmp_path), *argv])
     ((_, spec),), _ = train_specs(args)
     assert spec.fingerprint() == stored["fingerprint"]
+
+
+@pytest.mark.parametrize(("grid", "run", "argv"), [
+    ("im-minilm", "intent-1/im-mask/seed55", ["--method", "im-mask", "--lr", "2e-4", "--alpha", "4", "--margin", "1.0"]),
+    ("lowresource-minilm", "intent-1/im-mask-warm/seed55",
+     ["--method", "im-mask", "--lr", "4e-4", "--margin", "0.5", "--warmup-epochs", "3"]),
+    ("lowresource-minilm", "intent-1/dm-multi-round/seed55",
+     ["--method", "dm-multi-round", "--lr", "2e-4", "--alpha", "0.8", "--dm-no-test-curve", "--dm-gate", "hidden",
+      "--lr-extractor", "1e-3", "--model-epochs-per-round", "1", "--rounds", "50"]),
+])
+def test_uimer_train_has_the_fingerprint_of_todays_grid_cell(grid, run, argv, tmp_path):
+    """The same settings on the command line as in a grid cell give the cell's fingerprint, flags given at
+    their default value (`--margin 1.0`, `--lr-extractor 1e-3`) included, since the cell writes them too."""
+    from uimer.cli import build_parser, train_specs
+    from uimer.experiments.config import load_grid
+    from uimer.experiments.sweep import plan_runs
+
+    planned = {r.name: r.fingerprint for r in plan_runs(load_grid(grid))}
+    args = build_parser().parse_args(["train", "--task", "snips-intent", "--shot", "1", "--max-length", "50",
+                                      "--seeds", "55", "--device", "cpu", "--output-dir", str(tmp_path), *argv])
+    ((_, spec),), _ = train_specs(args)
+    assert spec.fingerprint() == planned[run]
+
+
+def test_the_committed_tuning_study_keeps_its_fingerprint():
+    """A tuning study's base spec stands for all its methods, so its fingerprint still covers every option; the
+    committed study (made when every fingerprint did) is the same study to `uimer tune`."""
+    import json
+    from pathlib import Path
+
+    from uimer.experiments.tune import Study
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tuning" / "intent-1" / "study.json"
+    stored = json.loads(path.read_text())
+    assert Study.from_dict(stored).fingerprint() == stored["fingerprint"]

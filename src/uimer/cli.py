@@ -114,7 +114,9 @@ def add_train_parser(subparsers) -> None:
                    help="bf16 runs the encoder under autocast (losses stay fp32); for GPUs with bf16 units")
     p.add_argument("--save-model", action="store_true", help="save each seed's best model under OUTPUT/models/")
     p.add_argument("--no-progress", action="store_true")
-    added = add_method_options(p)
+    # Method flags stay None unless given: a run records exactly the options its command line sets (a grid cell
+    # records what its YAML sets), and the method fills in the rest from its options dataclass.
+    added = add_method_options(p, defaults=False)
     method_dests = list(added)
     # dest -> (flag, group title, default)
     option_flags = {dest: (action.option_strings[0], title, action.default) for dest, (action, title) in added.items()}
@@ -181,10 +183,9 @@ def train_specs(args) -> tuple[list[tuple[str, object]], object]:
     preset, auto_train, auto_options = _apply_auto(args) if "auto" in args.method else (None, {}, {})
     check_method_flags(args, [preset.method if m == "auto" else m for m in args.method])
     seeds = _parse_seeds(args.seeds)
-    # The method flags set away from their defaults (a method fills in its own defaults): a run records the ones
-    # its method reads, as a grid cell does, so the same configuration has the same fingerprint either way.
-    options = {dest: getattr(args, dest) for dest, (_, _, default) in args.option_flags.items()
-               if getattr(args, dest) != default}
+    # The method flags given (the others are None; the method fills in its defaults): a run records the ones its
+    # method reads, as a grid cell records what it sets, so the same settings give the same fingerprint.
+    options = {dest: getattr(args, dest) for dest in args.option_flags if getattr(args, dest) is not None}
     config = TrainConfig(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
         alpha=args.alpha, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,

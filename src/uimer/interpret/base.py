@@ -181,13 +181,15 @@ def register_method(name: str, family: str, help: str) -> Callable:
 register_method("baseline", "baseline", "the base model, task loss only")(Baseline)
 
 
-def add_method_options(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.Action, str]]:
+def add_method_options(parser: argparse.ArgumentParser,
+                       defaults: bool = True) -> dict[str, tuple[argparse.Action, str]]:
     """Add every family's option group to `parser`, generated from its options dataclass; returns the flags
-    added, dest (= option name) -> (action, group title)."""
+    added, dest (= option name) -> (action, group title). `defaults=False` leaves every flag at None unless
+    given, so that a command can tell a flag given at its default value from one not given at all."""
     added: dict[str, tuple[argparse.Action, str]] = {}
     for cls in OPTION_CLASSES:
         before = {a.dest for a in parser._actions}
-        cls.add_flags(parser.add_argument_group(cls.title))
+        cls.add_flags(parser.add_argument_group(cls.title), defaults=defaults)
         added.update({a.dest: (a, cls.title) for a in parser._actions if a.dest not in before})
     return added
 

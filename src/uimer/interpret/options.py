@@ -105,10 +105,10 @@ class MethodOptions:
         return sorted(m for m, family in methods.items() if family == cls.family)
 
     @classmethod
-    def add_flags(cls, group) -> None:
-        """One argparse flag per option, its default the field's."""
+    def add_flags(cls, group, defaults: bool = True) -> None:
+        """One argparse flag per option, its default the field's (None with `defaults=False`: not given)."""
         for name, (f, info) in cls.infos().items():
-            kwargs: dict[str, Any] = {"default": f.default, "help": info.help, "dest": name}
+            kwargs: dict[str, Any] = {"default": f.default if defaults else None, "help": info.help, "dest": name}
             if info.kind is bool:
                 kwargs["action"] = "store_true"
             else:
