@@ -114,7 +114,7 @@ class InterpretationMethod(ABC):
                   word_ids: torch.Tensor | None = None, n_words: int | None = None) -> Attribution:
         """Scores for the batch: per piece always, per word too when `word_ids` (B, L; -1 outside words) and
         `n_words` are given (by default a word's score is the maximum over its pieces). Differentiable w.r.t.
-        the model iff `create_graph`; never draws from the global RNG."""
+        the model iff `create_graph`; with the model in eval mode it never draws from the global RNG."""
         attribution = self.piece_attribution(model, batch, create_graph=create_graph)
         if word_ids is not None:
             attribution.words = pieces_to_words(attribution.scores, word_ids.to(attribution.scores.device),
