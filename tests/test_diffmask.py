@@ -11,13 +11,14 @@ from torch import nn
 
 from conftest import make_tiny_encoder
 from uimer.data.encoding import Batch, encode_examples
-from uimer.data.types import Example, TaskData, TaskKind
+from uimer.data.types import TaskKind
 from uimer.interpret import METHODS, create_method
 from uimer.interpret.diffmask import DMOptions, dm_margin_loss
 from uimer.interpret.extractor import ALPHA_MAX, DiffMaskExtractor, extractor_loss, piece_scores, read_states
 from uimer.interpret.hard_concrete import deterministic_gate, expected_l0, gate_scores, hard_concrete_sample
 from uimer.models.modes import eval_mode, frozen
 from uimer.models.task_model import TaskModel
+from uimer.testing import tiny_task
 from uimer.training.schedules import dm_phase_steps, run_schedule, train_extractor_phase, train_model_phase
 from uimer.training.step import extractor_step, make_extractor_optimizers
 from uimer.training.trainer import TrainConfig, TrainingContext
@@ -112,25 +113,7 @@ def test_margin_loss_gradient_pushes_rationale_up_and_max_down():
 
 
 # -- tiny task helpers ----------------------------------------------------------------------------------
-SENTENCES = [
-    ("play my song", 0, [1, 0, 0]), ("play music", 0, [1, 0]), ("add the song to my playlist", 1, [1, 0, 0, 0, 0, 1]),
-    ("add a song", 1, [1, 0, 0]), ("weather in paris", 2, [1, 0, 0]), ("what is the weather tomorrow", 2, [0, 0, 0, 1, 0]),
-    ("play the music", 0, [1, 0, 0]), ("add music to playlist", 1, [1, 0, 0, 1]), ("weather in paris tomorrow", 2, [1, 0, 0, 0]),
-    ("play a song", 0, None), ("add my song", 1, [0, 0, 0]), ("the weather", 2, [0, 1]),
-]
-
-
-def _task(kind: TaskKind) -> TaskData:
-    examples = []
-    for text, label, rationale in SENTENCES:
-        words = text.split()
-        if kind is TaskKind.TAGGING:
-            tags = [label + 1 if r else 0 for r in (rationale or [0] * len(words))]
-            examples.append(Example(words=words, tags=tags, rationale=rationale))
-        else:
-            examples.append(Example(words=words, label=label, rationale=rationale))
-    labels = ["O", "B-a", "B-b", "B-c"] if kind is TaskKind.TAGGING else ["play", "add", "weather"]
-    return TaskData("tiny", kind, labels, examples[:8], examples[8:], examples[6:], "f1" if kind is TaskKind.TAGGING else "accuracy")
+_task = tiny_task  # the tiny intent/slot task with rationales (test_precision imports it from here)
 
 
 def _context(tokenizer, kind=TaskKind.CLASSIFICATION, method="dm-one-pass", seed=0, options=None, **config):
