@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from uimer.cli import main
 
@@ -32,6 +33,25 @@ def test_train_save_predict_snips_intent(tmp_path, shared_data, capsys):
     assert line["sentence"] == "play some jazz music"
     assert line["label"] in {"AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
                              "SearchCreativeWork", "SearchScreeningEvent", "UNK"}
+
+    # `uimer export`: the saved run as a plain transformers model that predicts the same labels as `uimer predict`
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    sentences = ["play some jazz music", "what is the weather in paris", "book a table for two at noon",
+                 "rate this novel five stars", "add this song to my road trip playlist", "find the movie schedule"]
+    assert main(["predict", "--model", str(out / "models" / "seed55"), *sentences, "--device", "cpu"]) == 0
+    ours = [json.loads(row)["label"] for row in capsys.readouterr().out.strip().splitlines()]
+    assert main(["export", "--model", str(out / "models" / "seed55"), "--out", str(tmp_path / "hf")]) == 0
+    assert "from_pretrained" in capsys.readouterr().out
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        logits = model(**tokenizer(sentences, padding=True, return_tensors="pt")).logits
+    assert [model.config.id2label[i] for i in logits.argmax(-1).tolist()] == ours
+    assert main(["export", "--model", str(out / "models" / "seed55"), "--out", str(tmp_path / "hf")]) == 2
+    assert "--out" in capsys.readouterr().err  # not over a non-empty directory without --overwrite
+    assert main(["export", "--model", str(tmp_path), "--out", str(tmp_path / "hf2")]) == 2
+    assert "--model" in capsys.readouterr().err
 
 
 def test_bad_option_is_a_clear_error(tmp_path, shared_data, capsys):

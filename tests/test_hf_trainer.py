@@ -108,8 +108,65 @@ def test_gradient_accumulation_averages_batch_means(tmp_path):
 def test_refusals_name_the_setting(tmp_path):
     with pytest.raises(ConfigError, match="remove_unused_columns=False"):
         trainer(tmp_path, remove_unused_columns=True)
-    with pytest.raises(ConfigError, match="dm-one-pass.*DM"):
-        trainer(tmp_path, "dm-one-pass")
+    with pytest.raises(ConfigError, match="warmup_epochs: dm-one-pass"):
+        trainer(tmp_path, "dm-one-pass")  # the extractor needs a task model to interpret
     with pytest.raises(ConfigError, match="train_dataset.*rationale_mask"):
         UimerTrainer(model=hf_model(TaskKind.CLASSIFICATION), args=training_args(tmp_path),
                      train_dataset=dataset(rationales=False), processing_class=TOKENIZER)
+
+
+def test_training_logs_carry_l_task_and_l_int_and_warmup_keeps_l_int_off(tmp_path):
+    t = trainer(tmp_path, "gb-huang-base", max_steps=3, logging_strategy="steps", logging_steps=1)
+    t.aligner.warmup_steps = 1  # what warmup_epochs sets: L_task only for the first optimizer step
+    t.train()
+    logs = [e for e in t.state.log_history if "loss" in e]
+    assert len(logs) == 3 and "l_int" not in logs[0] and all(e["l_int"] > 0 for e in logs[1:])
+    assert all(math.isfinite(e["l_task"]) for e in logs)
+    with_warmup = UimerTrainer(model=hf_model(TaskKind.CLASSIFICATION), args=training_args(tmp_path),
+                               train_dataset=dataset(), processing_class=TOKENIZER, warmup_epochs=1.5)
+    assert with_warmup.aligner.warmup_steps == 3  # 4 examples at batch 2: 2 steps an epoch
+
+
+def test_dev_selection_keeps_the_best_epoch_ties_to_the_later_and_stops_after_patience(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    from uimer.hf import DevSelection
+
+    model = torch.nn.Linear(2, 1)
+    selection = DevSelection("eval_accuracy", patience=1)
+    state, control = TrainerState(), TrainerControl()
+    selection.on_train_begin(None, state, control)
+    kept = {}
+    for epoch, value in enumerate([0.5, 0.7, 0.7, 0.6, 0.6], start=1):
+        state.epoch = float(epoch)
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        selection.on_evaluate(None, state, control, metrics={"eval_accuracy": value}, model=model)
+        kept[epoch] = control.should_training_stop
+    assert selection.best == 0.7 and selection.best_epoch == 3.0  # the tie went to the later epoch
+    assert kept == {1: False, 2: False, 3: False, 4: False, 5: True}  # more than 1 epoch below the best
+    selection.on_train_end(None, state, control, model=model)
+    assert float(model.weight.detach()[0, 0]) == 3.0
+    with pytest.raises(ConfigError, match="eval_accuracy"):
+        selection.on_train_begin(None, state, control)
+        selection.on_evaluate(None, state, control, metrics={"eval_f1": 1.0}, model=model)
+
+
+@pytest.mark.parametrize("kind", (TaskKind.CLASSIFICATION, TaskKind.TAGGING), ids=lambda k: k.value)
+@pytest.mark.parametrize("name", ["dm-one-pass", "dm-multi-round"])
+def test_dm_extractor_phases_run_between_the_trainers_epochs(name, kind, tmp_path):
+    options = {"extractor_epochs": 1, "extractor_min_steps": 2, "rounds": 2, "model_epochs_per_round": 1,
+               "dm_gate": "hidden"}
+    t = UimerTrainer(model=hf_model(kind), args=training_args(tmp_path, max_steps=-1, num_train_epochs=4,
+                                                               logging_strategy="epoch"),
+                     train_dataset=dataset(kind), processing_class=TOKENIZER, method=name, alpha=1.0,
+                     method_options=options, warmup_epochs=1)
+    assert t.method.extractor is None
+    t.train()
+    epochs = [p["epoch"] for p in t.dm_schedule.phases]
+    assert epochs == ([1, 2] if name == "dm-multi-round" else [1])  # after the warm-up epoch; rounds of 1 epoch
+    assert t.method.extractor is not None
+    logs = [e for e in t.state.log_history if "loss" in e]
+    assert "l_int" not in logs[0]  # warm-up epoch: L_task only
+    assert all("l_int" in e and math.isfinite(e["l_int"]) for e in logs[1:])
+    assert any(e["l_int"] > 0 for e in logs[1:])

@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "models": 2,
     "interpret": 3,
-    "training": 4, "hf": 4,  # hf: the Hugging Face Trainer on the shared training step
+    "training": 4, "api": 4, "hf": 4,  # the library API and the Hugging Face Trainer, on the training layer
     "evaluation": 5, "experiments": 5,
     "testing": 6,  # helpers for tests of any layer; nothing in the package imports them
     "cli": 6,

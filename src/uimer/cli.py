@@ -288,12 +288,47 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def add_export_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="write a saved uimer classifier as a plain transformers model",
+        description="Write a classifier saved by `uimer train --save-model` as a BertForSequenceClassification "
+                    "(save_pretrained: model + tokenizer + label names) that AutoModelForSequenceClassification"
+                    ".from_pretrained(OUT) loads and that predicts the same labels. Needs --pooling cls and a "
+                    "BERT-type encoder (MiniLM is one); the CRF tagger has no transformers class (see the README).")
+    p.add_argument("--model", required=True, help="a directory written by `uimer train --save-model` "
+                                                  "(DIR/models/seedS)")
+    p.add_argument("--out", required=True, help="the directory to write (created; must be empty or new)")
+    p.add_argument("--pooler-scale", type=float, default=None,
+                   help="scale s of the near-identity pooler (default 1e-4; see uimer.models.export)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    import json
+
+    from uimer.models.export import DEFAULT_POOLER_SCALE, export_saved_model
+
+    model_dir, out = Path(args.model).expanduser(), Path(args.out).expanduser()
+    if not (model_dir / "uimer-model.json").is_file():
+        raise UimerError(f"--model {model_dir}: not a saved uimer model (no uimer-model.json); train one with "
+                         "`uimer train ... --save-model` and give DIR/models/seedS")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
+        raise UimerError(f"--out {out}: exists and is not an empty directory; choose another or add --overwrite")
+    scale = DEFAULT_POOLER_SCALE if args.pooler_scale is None else args.pooler_scale
+    written = export_saved_model(model_dir, out, pooler_scale=scale)
+    print(json.dumps({"exported": str(written), "from": str(model_dir),
+                      "load": f"AutoModelForSequenceClassification.from_pretrained({str(written)!r})"}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="uimer", description=__doc__)
     parser.add_argument("--version", action="version", version="uimer " + __import__("uimer").__version__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
+    add_export_parser(subparsers)
     from uimer.data.cli import register as register_data
     from uimer.evaluation.cli import register as register_evaluation
     from uimer.experiments.cli import register as register_experiments

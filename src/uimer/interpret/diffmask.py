@@ -261,9 +261,10 @@ class DiffMaskMethod(InterpretationMethod):
             return table.detach().mean(0).clone()  # no [MASK]: the average word embedding
         return table.detach()[mask_id].clone()
 
-    def build_extractor(self, round_index: int = 1) -> DiffMaskExtractor:
-        """A fresh extractor for the prepared model as it is now, initialised deterministically from (seed, round)."""
-        setup = self._setup
+    def build_extractor(self, round_index: int = 1, setup: MethodSetup | None = None) -> DiffMaskExtractor:
+        """A fresh extractor for the prepared model as it is now, initialised deterministically from (seed, round);
+        `setup` replaces the one `prepare` kept (another view of the model, or other training examples)."""
+        setup = setup if setup is not None else self._setup
         if setup is None:
             raise RuntimeError(f"{self.name}: call prepare(MethodSetup(...)) before building an extractor")
         config = setup.model.encoder.config
