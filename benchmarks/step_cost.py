@@ -2,16 +2,16 @@
 
     python benchmarks/step_cost.py --json --data-dir /work/shared/data
 
-One process, the packaged MiniLM intent model, batches of real SNIPS intent training sentences. A step is what
-`uimer.training.trainer.fit` does per batch: forward on the word embeddings, L_task + alpha * L_int, backward,
-gradient clipping, optimizer and scheduler step. Every measured method gets its own freshly loaded model,
-built the way `uimer train` builds it (eager attention when it needs double backward, SDPA otherwise) and
-prepared with `method.prepare(context)`. The methods are run round-robin, one step each per round in a
+One process, the packaged MiniLM intent model, batches of real SNIPS intent training sentences. A step is
+`uimer.training.step.train_step`, the very function `fit` and the DM model phase call per batch: forward on the
+word embeddings, L_task + alpha * L_int, backward, gradient clipping, optimizer and scheduler step. Every
+measured method gets its own freshly loaded model, built the way `uimer train` builds it (eager attention when
+it needs double backward, SDPA otherwise) and prepared with `method.prepare(context.method_setup())`. The methods are run round-robin, one step each per round in a
 freshly shuffled order, so a change in machine load during the run hits them all alike and no method always
 runs after the same neighbour; the median over the timed rounds is reported.
 
-Methods that own their schedule (DM) are timed through `method.benchmark_steps(context)`: a dict of
-zero-argument callables, each one training step of one phase, reported under its own key.
+Methods with the "diffmask" schedule are timed through `uimer.training.schedules.dm_phase_steps(context)`:
+one training step of each phase (extractor, model), reported under its own key.
 
 Prints `{"baseline_s": ..., "baseline_eager_s": ..., "ratios": {"gb-ghaeini": ..., ...}, ...}`.
 """
@@ -31,18 +31,14 @@ import torch
 from uimer.data.encoding import encode_examples
 from uimer.data.paths import resolve_data_dir
 from uimer.data.tasks import load_task
-from uimer.interpret import METHODS, add_method_options, create_method
+from uimer.interpret import METHODS, create_method, method_option_defaults
 from uimer.models.encoder import load_tokenizer
 from uimer.models.task_model import build_model
+from uimer.training.schedules import dm_phase_steps
+from uimer.training.step import train_step
 from uimer.training.trainer import TrainConfig, TrainingContext, make_optimizer, set_seed
 
 BASELINE = "baseline"
-
-
-def method_option_defaults() -> dict:
-    """The options every method would get from `uimer train` without flags (the CLI's defaults)."""
-    added = add_method_options(argparse.ArgumentParser(add_help=False))
-    return {dest: action.default for dest, (action, _) in added.items()}
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -54,13 +50,12 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def default_methods() -> list[str]:
-    """Every registered method that runs in the standard loop, plus schedule owners that can be benchmarked."""
+    """Every registered method whose schedule has steps to time (the standard loop's, or DM's two phases)."""
     names = []
     for name in sorted(METHODS):
         if name == BASELINE:
             continue
-        method = create_method(name, method_option_defaults())
-        if not method.owns_schedule or hasattr(method, "benchmark_steps"):
+        if create_method(name, method_option_defaults()).schedule in ("standard", "diffmask"):
             names.append(name)
     return names
 
@@ -86,26 +81,14 @@ class Runner:
             model=self.model, task=task, train=train, dev=dev, test=dev, config=self.config, seed=args.seed,
             tokenizer=args.tokenizer, device=self.device, method=self.method,
         )
-        self.method.prepare(self.context)
+        self.method.prepare(self.context.method_setup())
         self.optimizer, self.scheduler = make_optimizer(self.model, self.model.named_parameters(), self.config, 10**6)
         self.uses_l_int = self.method.family != BASELINE and self.config.alpha != 0
 
     def step(self, batch) -> None:
-        """Exactly the body of `fit`'s batch loop."""
-        model, config = self.model, self.config
-        batch = batch.to(self.device)
-        embeds = model.embed(batch.input_ids)
-        logits = model(batch, inputs_embeds=embeds)
-        l_task = model.task_loss(logits, batch)
-        loss = l_task
-        if self.uses_l_int:
-            loss = l_task + config.alpha * self.method.alignment_loss(model, batch, logits, l_task, embeds)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
+        """One step of the standard loop: the shared `train_step`, as `fit` calls it (warm-up over)."""
+        train_step(self.model, batch.to(self.device), self.method, self.optimizer, self.scheduler,
+                   alpha=self.config.alpha, max_grad_norm=self.config.max_grad_norm, alignment=self.uses_l_int)
 
 
 def timed(fn: Callable[[], None], device: torch.device) -> float:
@@ -164,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # report and go on: one broken method must not hide the others' numbers
             errors[name] = f"{type(err).__name__}: {err}"
             continue
-        if runner.method.owns_schedule:
-            for key, fn in runner.method.benchmark_steps(runner.context).items():
+        if runner.method.schedule == "diffmask":
+            for key, fn in dm_phase_steps(runner.context).items():
                 steps[key] = lambda r, fn=fn: fn()
                 attention[key] = runner.attn
         else:

@@ -23,8 +23,8 @@ from snips_data import features, few_shot, load, subset  # noqa: E402 - the exam
 
 import uimer  # noqa: E402
 from uimer.data.types import TaskKind  # noqa: E402
-from uimer.evaluation.metrics import slot_f1  # noqa: E402
 from uimer.models.encoder import resolve_encoder  # noqa: E402
+from uimer.training.metrics import slot_f1  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

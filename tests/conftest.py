@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny in-memory BERT models and a word-level fast tokenizer, so tests run offline in seconds."""
+"""Shared fixtures: tiny in-memory BERT models and a word-level fast tokenizer (from `uimer.testing`), so tests run
+offline in seconds."""
 
 from __future__ import annotations
 
@@ -6,16 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from uimer.testing import WORDS  # noqa: F401 - re-exported for the tests that import it from here
+from uimer.testing import tiny_encoder as make_tiny_encoder
+from uimer.testing import tiny_tokenizer as make_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("UIMER_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
-
-WORDS = (
-    "add play the a to my playlist song music weather in paris what is book rate find movie show "
-    "kids smiling frowning children waving at camera are and of me stars out six five tomorrow"
-).split()
-
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -24,27 +22,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def make_tokenizer():
-    from transformers import BertTokenizerFast
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "##s", "##ing", "##er"]
-    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
-
-
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return make_tokenizer()
-
-
-def make_tiny_encoder(vocab_size: int, seed: int = 0, attn: str = "eager"):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64, attn_implementation=attn,
-    )
-    return BertModel(config, add_pooling_layer=False)
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ def test_functional_form_for_im_and_dm_and_its_refusals(tmp_path, mlm_dir):  # n
         aligner.loss(hf, {"input_ids": inputs["input_ids"]})
     with pytest.raises(ConfigError, match="unknown method"):
         uimer.Aligner("gb-nope")
-    with pytest.raises(ConfigError, match="--margin"):
+    with pytest.raises(ConfigError, match="option .margin. must be >= 0"):
         uimer.Aligner("im-mask", margin=-1)
     with pytest.raises(ConfigError, match="alpha"):
         uimer.Aligner("im-mask", alpha=-1)

@@ -11,27 +11,16 @@ from torch import nn
 
 from conftest import make_tiny_encoder
 from uimer.data.encoding import Batch, encode_examples
-from uimer.data.types import Example, TaskData, TaskKind
+from uimer.data.types import TaskKind
 from uimer.interpret import METHODS, create_method
-from uimer.interpret.diffmask import (
-    ALPHA_MAX,
-    DiffMaskExtractor,
-    DMOptions,
-    deterministic_gate,
-    dm_margin_loss,
-    eval_mode,
-    expected_l0,
-    extractor_loss,
-    extractor_step,
-    frozen,
-    gate_scores,
-    hard_concrete_sample,
-    make_extractor_optimizers,
-    piece_scores,
-    read_states,
-)
+from uimer.interpret.diffmask import DMOptions, dm_margin_loss
+from uimer.interpret.extractor import ALPHA_MAX, DiffMaskExtractor, extractor_loss, piece_scores, read_states
+from uimer.interpret.hard_concrete import deterministic_gate, expected_l0, gate_scores, hard_concrete_sample
+from uimer.models.modes import eval_mode, frozen
 from uimer.models.task_model import TaskModel
-from uimer.training.schedules import train_extractor_phase, train_model_phase
+from uimer.testing import tiny_task
+from uimer.training.schedules import dm_phase_steps, run_schedule, train_extractor_phase, train_model_phase
+from uimer.training.step import extractor_step, make_extractor_optimizers
 from uimer.training.trainer import TrainConfig, TrainingContext
 
 
@@ -124,25 +113,7 @@ def test_margin_loss_gradient_pushes_rationale_up_and_max_down():
 
 
 # -- tiny task helpers ----------------------------------------------------------------------------------
-SENTENCES = [
-    ("play my song", 0, [1, 0, 0]), ("play music", 0, [1, 0]), ("add the song to my playlist", 1, [1, 0, 0, 0, 0, 1]),
-    ("add a song", 1, [1, 0, 0]), ("weather in paris", 2, [1, 0, 0]), ("what is the weather tomorrow", 2, [0, 0, 0, 1, 0]),
-    ("play the music", 0, [1, 0, 0]), ("add music to playlist", 1, [1, 0, 0, 1]), ("weather in paris tomorrow", 2, [1, 0, 0, 0]),
-    ("play a song", 0, None), ("add my song", 1, [0, 0, 0]), ("the weather", 2, [0, 1]),
-]
-
-
-def _task(kind: TaskKind) -> TaskData:
-    examples = []
-    for text, label, rationale in SENTENCES:
-        words = text.split()
-        if kind is TaskKind.TAGGING:
-            tags = [label + 1 if r else 0 for r in (rationale or [0] * len(words))]
-            examples.append(Example(words=words, tags=tags, rationale=rationale))
-        else:
-            examples.append(Example(words=words, label=label, rationale=rationale))
-    labels = ["O", "B-a", "B-b", "B-c"] if kind is TaskKind.TAGGING else ["play", "add", "weather"]
-    return TaskData("tiny", kind, labels, examples[:8], examples[8:], examples[6:], "f1" if kind is TaskKind.TAGGING else "accuracy")
+_task = tiny_task  # the tiny intent/slot task with rationales (test_precision imports it from here)
 
 
 def _context(tokenizer, kind=TaskKind.CLASSIFICATION, method="dm-one-pass", seed=0, options=None, **config):
@@ -157,7 +128,7 @@ def _context(tokenizer, kind=TaskKind.CLASSIFICATION, method="dm-one-pass", seed
         dev=encode_examples(task.dev, tokenizer, kind), test=encode_examples(task.test, tokenizer, kind),
         config=cfg, seed=seed, tokenizer=tokenizer, device=torch.device("cpu"), method=dm,
     )
-    dm.prepare(context)
+    dm.prepare(context.method_setup())
     return context, dm
 
 
@@ -175,7 +146,7 @@ def test_each_phase_leaves_the_frozen_side_bit_identical(tiny_tokenizer, kind, g
     # Weight decay on: frozen parameters must not be decayed either.
     context, dm = _context(tiny_tokenizer, kind, options={"dm_gate": gate, "extractor_epochs": 2, "dm_eps": -1.0},
                            weight_decay=0.1, alpha=5.0)
-    extractor = dm.build_extractor(context, 1)
+    extractor = dm.build_extractor(1)
     dm.extractor = extractor
     model = context.model
     shuffler, noise = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
@@ -199,7 +170,7 @@ def test_each_phase_leaves_the_frozen_side_bit_identical(tiny_tokenizer, kind, g
 
 def test_model_phase_l_int_reaches_theta_through_hidden_states(tiny_tokenizer):
     context, dm = _context(tiny_tokenizer)
-    extractor = dm.build_extractor(context, 1)
+    extractor = dm.build_extractor(1)
     with torch.no_grad():
         extractor.gates.bias.fill_(-1.0)  # unsaturated gates, so scores differ between pieces
     batch = next(iter(context.train.batches(8))).to("cpu")
@@ -218,7 +189,7 @@ def test_model_phase_l_int_reaches_theta_through_hidden_states(tiny_tokenizer):
 @pytest.mark.parametrize("gate", ["input", "hidden"])
 def test_tagging_constraint_is_per_word_kl(tiny_tokenizer, gate):
     context, dm = _context(tiny_tokenizer, TaskKind.TAGGING, options={"dm_gate": gate})
-    extractor = dm.build_extractor(context, 1)
+    extractor = dm.build_extractor(1)
     batch = next(iter(context.train.batches(8)))
     model = context.model.eval()
     with torch.no_grad():
@@ -234,7 +205,7 @@ def test_tagging_constraint_is_per_word_kl(tiny_tokenizer, gate):
 def test_alpha_ascends_when_kl_exceeds_eps_and_stays_clamped(tiny_tokenizer):
     context, dm = _context(tiny_tokenizer)
     model = context.model.eval()
-    extractor = dm.build_extractor(context, 1)
+    extractor = dm.build_extractor(1)
     batch = next(iter(context.train.batches(8)))
     noise = torch.Generator().manual_seed(0)
     with frozen(model), eval_mode(model):
@@ -257,7 +228,7 @@ def test_alpha_moves_in_proportion_to_the_violation(tiny_tokenizer):
     # violation, which zeroed alpha at step 1 of a few-shot run and let every gate close for good.
     context, dm = _context(tiny_tokenizer)
     model = context.model.eval()
-    extractor = dm.build_extractor(context, 1)
+    extractor = dm.build_extractor(1)
     batch = next(iter(context.train.batches(8)))
     with frozen(model), eval_mode(model):
         optimizers = make_extractor_optimizers(extractor, 1e-3, 0.3)
@@ -272,7 +243,7 @@ def test_a_fresh_extractor_trains_at_least_min_steps(tiny_tokenizer, fresh):
     assert steps_per_epoch < 5  # otherwise one epoch would already satisfy the minimum
     # fresh: whole epochs until >= 5 steps; a continued (multi-round) extractor: the --extractor-epochs only
     epochs = math.ceil(5 / steps_per_epoch) if fresh else 1
-    extractor = dm.build_extractor(context, 1)
+    extractor = dm.build_extractor(1)
     logged: list[dict] = []
     context.step_log = logged.append
     history: list[dict] = []
@@ -376,7 +347,7 @@ def test_schedule_runs_end_to_end(tiny_tokenizer, method, kind, gate):
     context, dm = _context(tiny_tokenizer, kind, method, options=options, alpha=1.0)
     logged: list[dict] = []
     context.step_log = logged.append
-    result = dm.run_schedule(context)
+    result = run_schedule(context)
 
     rounds = [r for r in result.history if r["phase"] == "round"]
     expected_rounds = 3 if method == "dm-multi-round" else 2  # round 0 = warm-up
@@ -405,7 +376,7 @@ def test_schedule_is_deterministic(tiny_tokenizer):
     results = []
     for _ in range(2):
         context, dm = _context(tiny_tokenizer, method="dm-one-pass", options=options, alpha=1.0)
-        results.append(dm.run_schedule(context))
+        results.append(run_schedule(context))
     assert results[0].history == results[1].history and results[0].test == results[1].test
 
 
@@ -417,7 +388,7 @@ def test_warm_up_uses_the_baselines_settings_and_the_rounds_the_rows(tiny_tokeni
     context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0, lr=1e-5)
     logged: list[dict] = []
     context.step_log = logged.append
-    result = dm.run_schedule(context)
+    result = run_schedule(context)
     warm = [e for e in logged if e.get("phase") == "warmup" and "lr" in e]
     model = [e for e in logged if e.get("phase") == "model" and "lr" in e]
     assert warm and model
@@ -447,7 +418,7 @@ def test_grid_dm_cells_warm_up_with_the_baseline_cell(tmp_path):
 def test_registry_and_options():
     assert METHODS["dm-one-pass"].family == "dm" and METHODS["dm-multi-round"].family == "dm"
     method = create_method("dm-multi-round", {"dm_gate": "hidden", "rounds": 3, "dm_eps": 0.05, "margin": 1.0})
-    assert method.owns_schedule and method.dm.gate == "hidden" and method.dm.rounds == 3 and method.dm.eps == 0.05
+    assert method.schedule == "diffmask" and method.dm.gate == "hidden" and method.dm.rounds == 3 and method.dm.eps == 0.05
     assert DMOptions.from_options({}) == DMOptions()
     from uimer.errors import ConfigError
 
@@ -478,9 +449,9 @@ def test_cli_flags_reach_options():
     assert dm.warmup_overrides() == {"lr": 1e-4, "patience": 7}
 
 
-def test_benchmark_steps_run_one_step_each(tiny_tokenizer):
+def test_dm_phase_steps_run_one_step_each(tiny_tokenizer):
     context, dm = _context(tiny_tokenizer, method="dm-multi-round", alpha=1.0)
-    steps = dm.benchmark_steps(context)
+    steps = dm_phase_steps(context)
     assert set(steps) == {"dm-extractor-step", "dm-model-step"}
     model, extractor = context.model, dm.extractor
     model_before, ext_before = _snapshot(model), _snapshot(extractor)
@@ -493,7 +464,7 @@ def test_benchmark_steps_run_one_step_each(tiny_tokenizer):
 
 def test_read_states_shapes(tiny_tokenizer):
     context, dm = _context(tiny_tokenizer)
-    extractor = dm.build_extractor(context, 1)
+    extractor = dm.build_extractor(1)
     batch = next(iter(context.train.batches(3)))
     reading = read_states(context.model, batch, extractor)
     n_layers = context.model.encoder.config.num_hidden_layers
@@ -511,7 +482,7 @@ def test_a_multi_round_seed_cut_off_between_rounds_resumes_with_the_same_numbers
     options = {"dm_gate": gate, "rounds": 3, "extractor_epochs": 1, "model_epochs_per_round": 1,
                "reinit_extractor": False}
     context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0)
-    whole = dm.run_schedule(context)
+    whole = run_schedule(context)
 
     path = tmp_path / "seed0.pt"
     context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0)
@@ -523,10 +494,10 @@ def test_a_multi_round_seed_cut_off_between_rounds_resumes_with_the_same_numbers
 
     context.on_epoch = killed_in_round_3
     with pytest.raises(Killed):
-        dm.run_schedule(context)
+        run_schedule(context)
     context, dm = _context(tiny_tokenizer, method="dm-multi-round", options=options, alpha=1.0)
     context.checkpoint = checkpoint = SeedCheckpoint(path, "fp/seed0", every_seconds=0)
-    resumed = dm.run_schedule(context)
+    resumed = run_schedule(context)
     assert checkpoint.resumed["at"] == "round 3"
     assert resumed.history == whole.history
     assert (resumed.dev, resumed.test, resumed.best_epoch, resumed.epochs_run) == (

@@ -40,6 +40,7 @@ from uimer.evaluation.render import (
     format_score,
 )
 from uimer.interpret import create_method
+from uimer.interpret.base import MethodSetup
 from uimer.models.task_model import TaskModel
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -98,7 +99,7 @@ def test_im_per_word_scores_are_log_odds_drops(tiny_tokenizer):
     # a_w = LO(sigmoid(z)) - LO(sigmoid(z - e_w)) = z/ln2 - (z - e_w)/ln2 = e_w / ln 2 bits
     saved = saved_bag(tiny_tokenizer)
     method = create_method("im-mask")
-    method.setup(tiny_tokenizer, EncodedSplit([], [], tiny_tokenizer.pad_token_id), 0, "cpu", saved.model)
+    method.prepare(MethodSetup(saved.model, tiny_tokenizer, EncodedSplit([], [], tiny_tokenizer.pad_token_id), 0))
     examples = build_examples(["play music song"], TaskKind.CLASSIFICATION, LABELS, gold_labels=["pos"],
                               rationales=["1 1 0"])
     (e,) = explain_examples(method, saved, examples, gold_known=[True])
@@ -113,7 +114,7 @@ def test_im_per_word_scores_are_log_odds_drops(tiny_tokenizer):
 def test_im_uniform_per_word_batches_are_consistent(tiny_tokenizer):
     saved = saved_bag(tiny_tokenizer)
     method = create_method("im-uniform", {"im_k": 3})
-    method.setup(tiny_tokenizer, EncodedSplit([], [], tiny_tokenizer.pad_token_id), 0, "cpu", saved.model)
+    method.prepare(MethodSetup(saved.model, tiny_tokenizer, EncodedSplit([], [], tiny_tokenizer.pad_token_id), 0))
     sentences = ["play music song", "the weather", "play the song music"]
     examples = build_examples(sentences, TaskKind.CLASSIFICATION, LABELS)
     together = explain_examples(method, saved, examples, batch_size=8)
@@ -304,7 +305,7 @@ def test_cli_evaluate_rationales_table_json_and_eraser(tiny_runs, capsys):
 
 def test_cli_dm_trains_an_extractor_or_loads_a_saved_one(tiny_runs, capsys):
     from uimer.evaluation.attributions import EXTRACTOR_FILE, PrepareOptions, load_saved_model, prepare_method
-    from uimer.interpret.diffmask import save_extractor
+    from uimer.interpret.extractor import save_extractor
 
     args = ["explain", "--model", str(tiny_runs / "uimer"), "--method", "dm-one-pass", "play the song",
             "--data-dir", str(tiny_runs / "task"), "--extractor-epochs", "1", "--device", "cpu"]

@@ -201,7 +201,9 @@ def test_a_truncated_checkpoint_starts_the_seed_over_with_a_warning(tmp_path, ti
     monkeypatch.setattr(checkpoint_module, "DEFAULT_EVERY_SECONDS", 0.0)
     whole = runner.run_experiment(spec_for(tmp_path / "a", max_epochs=3), progress=False)
     out = tmp_path / "b"
-    real_fit = runner.fit
+    from uimer.training.schedules import SCHEDULES
+
+    real_fit = SCHEDULES["standard"]
 
     class Cut(Exception):
         pass
@@ -214,10 +216,10 @@ def test_a_truncated_checkpoint_starts_the_seed_over_with_a_warning(tmp_path, ti
         context.on_epoch = on_epoch
         return real_fit(context)
 
-    monkeypatch.setattr(runner, "fit", cut_after_two)
+    monkeypatch.setitem(SCHEDULES, "standard", cut_after_two)
     with pytest.raises(Cut):
         runner.run_experiment(spec_for(out, max_epochs=3), progress=False)
-    monkeypatch.setattr(runner, "fit", real_fit)
+    monkeypatch.setitem(SCHEDULES, "standard", real_fit)
     path = out / "checkpoints" / "seed1.pt"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])

@@ -311,7 +311,7 @@ def test_fit_logs_l_int_for_gb(tiny_tokenizer):
         config=TrainConfig(max_epochs=2, batch_size=2, warmup_epochs=0.5), seed=55, tokenizer=tiny_tokenizer,
         device=torch.device("cpu"), method=method, step_log=records.append,
     )
-    method.prepare(context)
+    method.prepare(context.method_setup())
     result = fit(context)
     assert result.epochs_run == 2
     # warm-up 0.5 epoch = the first of the two batches per epoch runs on L_task only
@@ -328,7 +328,7 @@ def test_registry_and_cli_list_the_gb_methods(capsys, monkeypatch):
     for name in GB_METHODS:
         assert METHODS[name].family == "gb"
         method = create_method(name)
-        assert method.name == name and method.needs_double_backward and not method.owns_schedule
+        assert method.name == name and method.needs_double_backward and method.schedule == "standard"
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out

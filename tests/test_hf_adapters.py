@@ -18,8 +18,8 @@ from uimer.data.collator import RationaleCollator, pop_batch
 from uimer.data.encoding import encode_examples
 from uimer.data.types import Example, TaskKind
 from uimer.errors import ConfigError
-from uimer.interpret import METHODS, create_method
-from uimer.interpret.diffmask import DiffMaskExtractor
+from uimer.interpret import METHODS, MethodSetup, create_method
+from uimer.interpret.extractor import DiffMaskExtractor
 from uimer.models.adapters import HFSequenceClassifier, HFTokenClassifier, adapt, use_eager_attention
 from uimer.models.export import to_hf_sequence_classifier
 from uimer.models.protocol import AttributableModel
@@ -95,16 +95,13 @@ def mlm_dir(tmp_path_factory):
 
 
 def prepared(name: str, kind: TaskKind, model, tokenizer, mlm_dir, **extra):
-    """A method ready for L_int with today's API: IM's `setup`, DM with an extractor built for the model.
-
-    DM's `prepare(context)` and its extractor phases need a TrainingContext; building the extractor directly is
-    what loading a trained one does (`load_extractor`), and L_int only reads it."""
+    """A method ready for L_int: prepared from a `MethodSetup` on the model (adapter or TaskModel); DM also gets
+    an extractor built directly, which is what loading a trained one does (`load_extractor`): L_int only reads it."""
     options = {"mlm": str(mlm_dir)} if name == "im-mlm" else {}
     options.update(extra)
     method = create_method(name, options)
-    if METHODS[name].family == "im":
-        method.setup(tokenizer, train_split(tokenizer, kind), seed=0, device="cpu", model=model)
-    elif METHODS[name].family == "dm":
+    method.prepare(MethodSetup(model, tokenizer, train_split(tokenizer, kind), seed=0))
+    if METHODS[name].family == "dm":
         mask_row = model.embed(torch.tensor(tokenizer.mask_token_id)).detach()
         if method.dm.gate == "hidden":
             mask_row = torch.zeros(HIDDEN)
@@ -172,7 +169,7 @@ def test_every_method_runs_through_the_hf_adapter(name, kind, tiny_tokenizer, ml
 def test_dm_hidden_gate_hooks_the_hf_encoder_layers(kind, tiny_tokenizer):
     """The hidden gate replaces a layer's input through a hook on `adapter.encoder`'s layers, while the forward
     runs the whole HF model: the masked prediction must change with the gates and L_int must reach theta."""
-    from uimer.interpret.diffmask import masked_logits, read_states
+    from uimer.interpret.extractor import masked_logits, read_states
 
     torch.manual_seed(0)
     model = adapt(hf_model(kind)).eval()
@@ -317,7 +314,7 @@ def other_encoder(model_type: str, kind: TaskKind):
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta"])
 def test_other_encoders_run_the_methods_and_dm_reads_their_head(model_type, kind, tiny_tokenizer):
-    from uimer.interpret.diffmask import read_states
+    from uimer.interpret.extractor import read_states
 
     model = adapt(other_encoder(model_type, kind)).eval()
     _, batch = collated(tiny_tokenizer, kind)

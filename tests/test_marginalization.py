@@ -14,6 +14,7 @@ from uimer.data.encoding import encode_examples
 from uimer.data.types import Example, TaskData, TaskKind
 from uimer.errors import ConfigError
 from uimer.interpret import create_method
+from uimer.interpret.base import MethodSetup
 from uimer.interpret.marginalization import LN2, log2_odds, log_marginal
 from uimer.interpret.replacement import (
     PriorProposer,
@@ -69,7 +70,7 @@ def split_of(tokenizer, examples, kind=TaskKind.CLASSIFICATION):
 
 def im(name: str, tokenizer, split, seed: int = 0, model=None, **options):
     method = create_method(name, options)
-    method.setup(tokenizer, split, seed, "cpu", model)
+    method.prepare(MethodSetup(model, tokenizer, split, seed))
     return method
 
 
@@ -358,14 +359,14 @@ def test_sets_are_deterministic_per_seed_and_resampling(tiny_tokenizer):
         assert not torch.equal(a.input_ids, c.input_ids)
     never = im("im-uniform", tiny_tokenizer, split, seed=7)
     before = never.sets.input_ids.clone()
-    never.on_epoch_start(None, 1)
+    never.on_epoch_start(1)
     assert torch.equal(never.sets.input_ids, before)
     epoch = im("im-uniform", tiny_tokenizer, split, seed=7, im_resample="epoch")
     assert torch.equal(epoch.sets.input_ids, before)  # epoch 0 uses the prepare() draw
-    epoch.on_epoch_start(None, 1)
+    epoch.on_epoch_start(1)
     assert not torch.equal(epoch.sets.input_ids, before)
     again = im("im-uniform", tiny_tokenizer, split, seed=7, im_resample="epoch")
-    again.on_epoch_start(None, 1)
+    again.on_epoch_start(1)
     assert torch.equal(again.sets.input_ids, epoch.sets.input_ids)
 
 
@@ -471,7 +472,7 @@ def test_fit_runs_with_im(tiny_tokenizer):
     config = TrainConfig(lr=1e-3, batch_size=2, max_epochs=2, alpha=1.0)
     context = TrainingContext(model=model, task=task, train=split, dev=split, test=split, config=config, seed=1,
                               tokenizer=tiny_tokenizer, device=torch.device("cpu"), method=method)
-    method.prepare(context)
+    method.prepare(context.method_setup())
     result = fit(context)
     assert all(h["l_int"] is not None and math.isfinite(h["l_int"]) for h in result.history)
 

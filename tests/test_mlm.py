@@ -13,15 +13,10 @@ from uimer.data.encoding import encode_examples
 from uimer.data.types import Example, TaskKind
 from uimer.errors import ConfigError
 from uimer.interpret import create_method
+from uimer.interpret.base import MethodSetup
 from uimer.interpret.replacement import real_vocabulary, special_ids
-from uimer.models.mlm import (
-    IGNORE,
-    load_masked_lm,
-    mask_for_mlm,
-    register_mlm_cli,
-    split_held_out,
-    train_mlm,
-)
+from uimer.models.mlm import load_masked_lm
+from uimer.training.mlm import IGNORE, mask_for_mlm, register_mlm_cli, split_held_out, train_mlm
 
 SENTENCES = [
     "play the song", "play my playlist", "add the song to my playlist", "what is the weather in paris",
@@ -83,7 +78,7 @@ def test_im_mlm_proposes_the_top_k_of_the_masked_lm(trained, tiny_tokenizer):
                 Example(words="what is the weather in paris".split(), label=1, rationale=[0, 0, 0, 1, 0, 0])]
     split = encode_examples(examples, tiny_tokenizer, TaskKind.CLASSIFICATION)
     method = create_method("im-mlm", {"mlm": str(out), "im_k": 3})
-    method.setup(tiny_tokenizer, split, 0, "cpu")
+    method.prepare(MethodSetup(None, tiny_tokenizer, split, 0))
     sets = method.sets
     assert sets.valid.all() and torch.allclose(sets.log_q.exp().sum(-1), torch.ones(2, 2))
     mlm = load_masked_lm(str(out), tiny_tokenizer)
@@ -106,9 +101,9 @@ def test_im_mlm_proposes_the_top_k_of_the_masked_lm(trained, tiny_tokenizer):
             assert torch.allclose(sets.log_q[n, side].exp(), q, atol=1e-5)
     # Resampling each epoch reuses the precomputed proposals: same ids at the same positions.
     epoch = create_method("im-mlm", {"mlm": str(out), "im_k": 3, "im_resample": "epoch"})
-    epoch.setup(tiny_tokenizer, split, 0, "cpu")
+    epoch.prepare(MethodSetup(None, tiny_tokenizer, split, 0))
     assert torch.equal(epoch.sets.input_ids, sets.input_ids)
-    epoch.on_epoch_start(None, 1)
+    epoch.on_epoch_start(1)
     assert epoch.sets.valid.all()
 
 

@@ -12,7 +12,8 @@ from uimer.data.types import TaskKind
 from uimer.interpret import METHODS, create_method
 from uimer.models.task_model import TaskModel
 from uimer.training.runner import RunSpec
-from uimer.training.trainer import TrainConfig, TrainingContext, fit, set_seed
+from uimer.training.schedules import run_schedule
+from uimer.training.trainer import TrainConfig, TrainingContext, set_seed
 
 # im-mlm needs a trained masked LM (a path option); the other strategies share its code path.
 NEEDS_EXTERNAL_MODEL = {"im-mlm"}
@@ -32,8 +33,7 @@ def _run(tokenizer, method_name: str, kind: TaskKind, precision: str):
         dev=encode_examples(task.dev, tokenizer, kind), test=encode_examples(task.test, tokenizer, kind),
         config=config, seed=0, tokenizer=tokenizer, device=torch.device("cpu"), method=method,
     )
-    method.prepare(context)
-    return method.run_schedule(context) if method.owns_schedule else fit(context)
+    return run_schedule(context)
 
 
 @pytest.mark.parametrize("kind", [TaskKind.CLASSIFICATION, TaskKind.TAGGING])

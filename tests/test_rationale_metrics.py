@@ -79,7 +79,7 @@ class EvidenceAttribution(InterpretationMethod):
     name = "evidence"
     family = "gb"
 
-    def attribute(self, model, batch, *, create_graph=False) -> Attribution:
+    def piece_attribution(self, model, batch, *, create_graph=False) -> Attribution:
         scores = model.evidence[batch.input_ids] * batch.real_mask
         return Attribution(scores=scores, valid=batch.real_mask.any(1))
 
@@ -380,7 +380,7 @@ def test_slot_filling_uses_mask_removal_and_sequence_probabilities(tiny_tokenize
 def test_slot_f1_counts_a_predicted_pad_as_a_wrong_entity_without_warning():
     import warnings
 
-    from uimer.evaluation.metrics import slot_f1
+    from uimer.training.metrics import slot_f1
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # seqeval's "PAD seems not to be NE tag" would fail here

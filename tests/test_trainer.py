@@ -145,7 +145,7 @@ def test_a_seed_cut_off_mid_training_resumes_from_its_checkpoint_with_the_same_n
     def context(**extra):
         ctx = replace(make_context(tiny_tokenizer, seed=5, method=method, max_epochs=5, warmup_epochs=warmup),
                       method=create_method(method, options), **extra)
-        ctx.method.prepare(ctx)
+        ctx.method.prepare(ctx.method_setup())
         return ctx
 
     whole = fit(context())
@@ -189,17 +189,19 @@ def test_runner_resumes_a_cut_off_seed_and_continues_its_step_log(tmp_path, tiny
     steps_whole = (tmp_path / "a" / "logs" / "seed1-steps.jsonl").read_text().splitlines()
 
     spec = runner.RunSpec(task="toy", seeds=[1], output_dir=str(tmp_path / "b"), config=config)
-    real_fit = runner.fit
+    from uimer.training.schedules import SCHEDULES
+
+    real_fit = SCHEDULES["standard"]
 
     def fit_cut_after_two_epochs(context):
         context.on_epoch = interrupt_after(2)
         return real_fit(context)
 
-    monkeypatch.setattr(runner, "fit", fit_cut_after_two_epochs)
+    monkeypatch.setitem(SCHEDULES, "standard", fit_cut_after_two_epochs)
     with pytest.raises(Interrupt):
         runner.run_experiment(spec, progress=False)
     assert (tmp_path / "b" / "checkpoints" / "seed1.pt").exists()
-    monkeypatch.setattr(runner, "fit", real_fit)
+    monkeypatch.setitem(SCHEDULES, "standard", real_fit)
     resumed = runner.run_experiment(spec, progress=False)
     assert resumed["per_seed"][0]["test"] == whole["per_seed"][0]["test"]
     assert resumed["per_seed"][0]["epochs_run"] == 4

@@ -36,7 +36,7 @@ What each family needs before `loss`:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from uimer.data.collator import BATCH_KEY, RationaleCollator
 from uimer.data.encoding import Batch, EncodedSplit
 from uimer.data.types import TaskKind
 from uimer.errors import ConfigError
-from uimer.interpret import METHODS, Attribution, InterpretationMethod, create_method
+from uimer.interpret import METHODS, Attribution, InterpretationMethod, MethodSetup, create_method
 from uimer.models.adapters import HFAdapter, adapt, use_eager_attention
 from uimer.models.protocol import AttributableModel
 
@@ -107,19 +107,6 @@ class SetupConfig:
     shuffle: bool = True
     max_grad_norm: float = 1.0
     eval_batch_size: int = 256
-
-
-@dataclass
-class MethodSetup:
-    """What `InterpretationMethod.prepare` reads; a stand-in for the core's coming `MethodSetup` (issue 27)."""
-
-    model: nn.Module
-    tokenizer: object
-    train: EncodedSplit
-    seed: int
-    device: torch.device
-    config: SetupConfig = field(default_factory=SetupConfig)
-    step_log: Callable[[dict], None] = lambda record: None
 
 
 @dataclass
@@ -222,12 +209,12 @@ class Aligner:
         if family == "im" and len(split) == 0:
             raise ConfigError(f"train: {self.name} builds its replacement sets from the training set; give it")
         self.seed = int(seed)
-        setup = MethodSetup(view, tokenizer, split, self.seed, torch.device(device),
-                            SetupConfig(batch_size=int(batch_size)))
+        self._config = SetupConfig(batch_size=int(batch_size))
+        setup = MethodSetup(view, tokenizer, split, self.seed, torch.device(device), self._config.eval_batch_size)
         self._setup = setup
         if family != "baseline":
             with torch.random.fork_rng(devices=_cuda_devices(setup.device)):
-                self.method.prepare(setup)  # type: ignore[arg-type] - reads only MethodSetup's fields
+                self.method.prepare(setup)
         if family == "dm":  # the CLI's two DM streams: gate noise, and the extractor phases' shuffling
             self._noise = self.method.noise_generator(self.seed, setup.device)
             self._shuffler = torch.Generator().manual_seed(self.seed + 1)
@@ -241,10 +228,10 @@ class Aligner:
                       step_log: Callable[[dict], None] | None = None) -> dict:
         """DM's extractor phase: train the DiffMask extractor on the current model (theta frozen, dropout off)
         for --extractor-epochs epochs (a fresh extractor: at least --extractor-min-steps steps), exactly the CLI's
-        phase (`uimer.training.schedules.train_extractor_phase`). The first call builds the extractor; later
+        phase (`uimer.training.schedules.train_extractor`). The first call builds the extractor; later
         calls continue it unless `fresh` (or the method's `reinit_extractor`). Returns the last epoch's mean
         statistics (l_phi, kl, l0, alpha). `train` defaults to the split given to `prepare`."""
-        from uimer.training.schedules import train_extractor_phase
+        from uimer.training.schedules import train_extractor
 
         if self.family != "dm":
             raise ConfigError(f"fit_extractor: {self.name} has no extractor (only dm-* methods do)")
@@ -256,21 +243,21 @@ class Aligner:
         split = base.train if train is None else training_split(train, tokenizer or base.tokenizer, view.kind)
         if len(split) == 0:
             raise ConfigError("train: the extractor phase needs training examples")
-        setup = MethodSetup(view, base.tokenizer, split, self.seed, base.device, base.config,
-                            step_log or (lambda record: None))
-        dm = self.method.dm
+        setup = MethodSetup(view, base.tokenizer, split, self.seed, base.device, base.batch_size)
+        dm, config = self.method.dm, self._config
         fresh = self.method.extractor is None or dm.reinit_extractor if fresh is None else fresh
         self._dm_rounds += 1
         if fresh:
-            self.method.extractor = self.method.build_extractor(setup, self._dm_rounds)
-        history: list[dict] = []
-        return train_extractor_phase(setup, self.method, self.method.extractor, self._dm_rounds,  # type: ignore[arg-type]
-                                     dm.lr_extractor if lr is None else lr, self._shuffler, self._noise, history,
-                                     fresh=fresh)
+            self.method.extractor = self.method.build_extractor(self._dm_rounds, setup)
+        return train_extractor(view, self.method, self.method.extractor, split, batch_size=config.batch_size,
+                               shuffle=config.shuffle, max_grad_norm=config.max_grad_norm, device=base.device,
+                               lr=dm.lr_extractor if lr is None else lr, shuffler=self._shuffler, noise=self._noise,
+                               fresh=fresh, round_index=self._dm_rounds, history=[],
+                               step_log=step_log or (lambda record: None))
 
     def save_extractor(self, path: Path | str) -> Path:
         """Write DM's trained extractor (what `uimer train --save-model` keeps beside the model)."""
-        from uimer.interpret.diffmask import save_extractor
+        from uimer.interpret.extractor import save_extractor
 
         if self.family != "dm" or self.method.extractor is None:
             raise ConfigError(f"save_extractor: {self.name} has no trained extractor (fit_extractor first)")
@@ -279,7 +266,7 @@ class Aligner:
 
     def load_extractor(self, path: Path | str, device: torch.device | str = "cpu") -> Aligner:
         """Use a saved extractor (`DIR/models/seedS/extractor.pt` of a DM run) for L_int and attribution."""
-        from uimer.interpret.diffmask import load_extractor
+        from uimer.interpret.extractor import load_extractor
 
         if self.family != "dm":
             raise ConfigError(f"load_extractor: {self.name} has no extractor (only dm-* methods do)")
@@ -335,7 +322,7 @@ class Aligner:
         return AlignmentOutput(task + self.alpha * l_int, task, l_int, logits, True)
 
     def attribute(self, model: nn.Module, batch: BatchLike, *, create_graph: bool = False) -> Attribution:
-        """The method's attribution of the batch: per-piece `scores` (GB, DM) or a_R/a_N per example (IM)."""
+        """The method's attribution of the batch: per-piece `scores` for every family, and IM's own a_R/a_N."""
         if self.family == "baseline":
             raise ConfigError("method: the baseline has no attribution; choose a gb-*, im-* or dm-* method")
         view = self.view(model)
@@ -381,7 +368,7 @@ def _prepare_im_for_batches(aligner: Aligner, view: AttributableModel, tokenizer
         raise ConfigError("method: im-prior draws from the training text's unigram prior; use Aligner(...).prepare"
                           "(train, tokenizer, ...) with the training set")
     empty = EncodedSplit([], [], int(getattr(tokenizer, "pad_token_id", 0) or 0))
-    method.setup(tokenizer, empty, seed, model_device(view), view)
+    method.prepare(MethodSetup(view, tokenizer, empty, int(seed), model_device(view)))
     aligner.seed, aligner.prepared = int(seed), True
 
 

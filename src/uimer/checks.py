@@ -86,6 +86,13 @@ NON_NEGATIVE_INT = Domain(int, 0)
 SEED = Domain(int, 0, 2**32 - 1)
 
 
+def default_device() -> str:
+    """The device used when none is named: cuda when usable, else cpu (the one definition of the default)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def check_device(name: str | None, flag: str = "--device") -> str:
     """The device to train on, checked before anything loads ('auto'/None: cuda when usable, else cpu)."""
     import torch
@@ -93,7 +100,7 @@ def check_device(name: str | None, flag: str = "--device") -> str:
     from uimer.errors import ConfigError
 
     if name in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return default_device()
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):

@@ -9,9 +9,10 @@ import warnings
 from pathlib import Path
 
 from uimer.checks import SEED
+from uimer.data.types import TASKS
 from uimer.errors import ConfigError, UimerError, UimerWarning
 
-TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
+TASK_CHOICES = TASKS  # defined once, in uimer.data.types
 
 
 class Parser(argparse.ArgumentParser):
@@ -113,7 +114,9 @@ def add_train_parser(subparsers) -> None:
                    help="bf16 runs the encoder under autocast (losses stay fp32); for GPUs with bf16 units")
     p.add_argument("--save-model", action="store_true", help="save each seed's best model under OUTPUT/models/")
     p.add_argument("--no-progress", action="store_true")
-    added = add_method_options(p)
+    # Method flags stay None unless given: a run records exactly the options its command line sets (a grid cell
+    # records what its YAML sets), and the method fills in the rest from its options dataclass.
+    added = add_method_options(p, defaults=False)
     method_dests = list(added)
     # dest -> (flag, group title, default)
     option_flags = {dest: (action.option_strings[0], title, action.default) for dest, (action, title) in added.items()}
@@ -166,13 +169,13 @@ def check_method_flags(args, methods: list[str]) -> None:
                                   "--method or drop the flag")
 
 
-def cmd_train(args) -> int:
+def train_specs(args) -> tuple[list[tuple[str, object]], object]:
+    """The run specification of each `--method` of a `uimer train` command (validated), and the preset that
+    `auto` resolved to (None without auto)."""
     import dataclasses
 
-    from rich.console import Console
-
-    from uimer.experiments.tables import results_table
-    from uimer.training.runner import RunSpec, check_device, run_experiment
+    from uimer.interpret import options_for
+    from uimer.training.runner import RunSpec, check_device
     from uimer.training.trainer import TrainConfig
 
     if len(set(args.method)) != len(args.method):
@@ -180,7 +183,9 @@ def cmd_train(args) -> int:
     preset, auto_train, auto_options = _apply_auto(args) if "auto" in args.method else (None, {}, {})
     check_method_flags(args, [preset.method if m == "auto" else m for m in args.method])
     seeds = _parse_seeds(args.seeds)
-    options = {dest: getattr(args, dest) for dest in args.method_dests}
+    # The method flags given (the others are None; the method fills in its defaults): a run records the ones its
+    # method reads, as a grid cell records what it sets, so the same settings give the same fingerprint.
+    options = {dest: getattr(args, dest) for dest in args.option_flags if getattr(args, dest) is not None}
     config = TrainConfig(
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
         alpha=args.alpha, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
@@ -195,6 +200,8 @@ def cmd_train(args) -> int:
             name = preset.method
             method_config = dataclasses.replace(config, **auto_train,
                                                 method_options={**options, **auto_options})
+        method_config = dataclasses.replace(method_config,
+                                            method_options=options_for(name, method_config.method_options))
         spec = RunSpec(
             task=args.task, method=name, encoder=args.encoder, shot=args.shot, train_size=args.train_size,
             seeds=seeds, data_dir=args.data_dir, output_dir=str(out), dev_size=args.dev_size,
@@ -203,6 +210,16 @@ def cmd_train(args) -> int:
         )
         spec.validate()  # every method's spec before the first one trains
         specs.append((method, spec))
+    return specs, preset
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+
+    from uimer.experiments.tables import results_table
+    from uimer.training.runner import run_experiment
+
+    specs, preset = train_specs(args)
     summaries = []
     for method, spec in specs:
         summary = run_experiment(spec, progress=not args.no_progress, overwrite=args.overwrite)
@@ -315,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     from uimer.data.cli import register as register_data
     from uimer.evaluation.cli import register as register_evaluation
     from uimer.experiments.cli import register as register_experiments
-    from uimer.models.mlm import register_mlm_cli
+    from uimer.training.mlm import register_mlm_cli
 
     register_data(subparsers)
     register_evaluation(subparsers)
@@ -343,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UimerError as err:
-        print(f"uimer: error: {err}", file=sys.stderr)
+        from uimer.interpret.options import OptionError
+
+        message = err.for_flags() if isinstance(err, OptionError) else str(err)  # the CLI names its flags
+        print(f"uimer: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("uimer: interrupted; finished seeds are kept and a rerun resumes", file=sys.stderr)

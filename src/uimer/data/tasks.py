@@ -14,10 +14,9 @@ from uimer.data.rationales import (
     mark_example_words,
 )
 from uimer.data.snips import load_snips
-from uimer.data.types import TaskData, TaskKind
+from uimer.data.types import TASKS, TaskData, TaskKind  # noqa: F401 - TASKS is re-exported
 from uimer.errors import ConfigError
 
-TASKS = ("snips-intent", "snips-slot", "esnli", "jsonl")
 # Behaviour versions of a task's gold rationales (see uimer.training.runner.behaviour_versions); bump one when
 # the words a task marks as rationale change. esnli 2: punctuation glued to a highlighted word is no longer
 # rationale (issue 29, fix 5).

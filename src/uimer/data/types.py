@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+# The task names `--task` and the grids accept (readers in uimer.data.tasks); defined here, once.
+TASKS = ("snips-intent", "snips-slot", "esnli", "jsonl")
+
 
 class TaskKind(str, Enum):
     """The three shapes of task the framework trains."""

@@ -25,22 +25,14 @@ from uimer.evaluation.attributions import (
     predict_batch,
     target_probabilities,
     with_target,
-    word_attributions,
     word_membership,
 )
 from uimer.evaluation.render import TokenExplanation
-from uimer.interpret.base import InterpretationMethod
-
-UNITS = {
-    "gb-ghaeini": "gradient × input",
-    "im": "bits (log-odds drop, word replaced)",
-    "dm": "P(piece kept)",
-    "gb": "normalised |gradient|",
-}
+from uimer.interpret.base import Attribution, InterpretationMethod
 
 
 def unit_of(method: InterpretationMethod) -> str:
-    return UNITS.get(method.name) or UNITS.get(method.family, "score")
+    return method.unit
 
 
 # -- inputs ----------------------------------------------------------------------------------------------
@@ -131,27 +123,26 @@ def _gold_words(examples: list[Example], idx: list[int], width: int, device) -> 
     return gold.to(device)
 
 
-def multi_token_scores(method: InterpretationMethod, model, batch, word_scores: torch.Tensor, present: torch.Tensor,
-                       gold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(a_R, a_N, valid) per example: IM's own Eq. 4 scores, else the word-score means."""
-    if method.family == "im":
-        attribution = method.attribute(model, batch)
-        return attribution.a_r, attribution.a_n, attribution.valid
-    return group_means(word_scores, present, gold)
+def multi_token_scores(attribution: Attribution, present: torch.Tensor,
+                       gold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """(a_R, a_N, valid, note) per example: the method's own multi-token scores where it has them (IM's Eq. 4),
+    else the means of its word scores over the rationale words and over the others."""
+    if attribution.a_r is not None and attribution.a_n is not None:
+        return attribution.a_r, attribution.a_n, attribution.valid, "Eq. 4, multi-token"
+    return (*group_means(attribution.words.detach(), present, gold), "mean word score")
 
 
 def explain_examples(method: InterpretationMethod, saved: SavedModel, examples: list[Example], *,
                      target: str = "pred", pieces: bool = False, batch_size: int = 32, max_length: int = 128,
                      device: torch.device | str = "cpu", model_name: str | None = None,
                      gold_known: list[bool] | None = None) -> list[TokenExplanation]:
-    """One `TokenExplanation` per example (word scores, or piece scores with `pieces` for GB/DM)."""
+    """One `TokenExplanation` per example (word scores, or piece scores with `pieces`)."""
     if target not in TARGETS:
         raise ConfigError(f"--target must be one of {TARGETS}")
     kind, labels, model = saved.kind, saved.labels, saved.model.to(device).eval()
     gold_known = gold_known or [False] * len(examples)
     if target == "gold" and not all(gold_known):
         raise ConfigError("--target gold needs the gold --label of every sentence")
-    pieces = pieces and method.family != "im"
     encoded = encode_with_words(examples, saved.tokenizer, kind, max_length)
     out: list[TokenExplanation | None] = [None] * len(examples)
     for batch in encoded.split.batches(batch_size):
@@ -163,13 +154,14 @@ def explain_examples(method: InterpretationMethod, saved: SavedModel, examples: 
         explained = with_target(batch, kind, pred) if target == "pred" else batch
         with torch.no_grad():
             probability = target_probabilities(model, with_target(batch, kind, pred))
-        scores = word_attributions(method, model, explained, word_ids, width)
+        attribution = method.attribute(model, explained, word_ids=word_ids, n_words=width)
+        scores = attribution.words.detach()
         present = word_membership(word_ids, width).any(-1)
         gold = _gold_words(examples, idx, width, device)
         has_rationale = [examples[i].rationale is not None and any(examples[i].rationale) for i in idx]
-        a_r, a_n, valid = (None, None, None)
+        a_r, a_n, valid, a_note = (None, None, None, "")
         if any(has_rationale):
-            a_r, a_n, valid = multi_token_scores(method, model, explained, scores, present, gold)
+            a_r, a_n, valid, a_note = multi_token_scores(attribution, present, gold)
         piece_scores = piece_attributions(method, model, explained) if pieces else None
         for row, i in enumerate(idx):
             e = examples[i]
@@ -200,7 +192,7 @@ def explain_examples(method: InterpretationMethod, saved: SavedModel, examples: 
             )
             if valid is not None and bool(valid[row]):
                 explanation.a_r, explanation.a_n = float(a_r[row]), float(a_n[row])
-                explanation.a_note = "Eq. 4, multi-token" if method.family == "im" else "mean word score"
+                explanation.a_note = a_note
             out[i] = explanation
     return [e for e in out if e is not None]
 
@@ -275,12 +267,8 @@ def attribution_accuracy(method: InterpretationMethod, saved: SavedModel, exampl
         explained = with_target(batch, kind, pred) if target == "pred" else batch
         present = word_membership(word_ids, width).any(-1)
         gold = _gold_words(examples, idx, width, device)
-        if method.family == "im":
-            attribution = method.attribute(model, explained)
-            a_r, a_n, valid = attribution.a_r, attribution.a_n, attribution.valid
-        else:
-            scores = word_attributions(method, model, explained, word_ids, width)
-            a_r, a_n, valid = group_means(scores, present, gold)
+        attribution = method.attribute(model, explained, word_ids=word_ids, n_words=width)
+        a_r, a_n, valid, _ = multi_token_scores(attribution, present, gold)
         a_r_all[idx] = a_r.detach().cpu().numpy()
         a_n_all[idx] = a_n.detach().cpu().numpy()
         valid_all[idx] = valid.cpu().numpy()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from uimer.data.encoding import Batch, EncodedSplit, encode_examples
-from uimer.data.types import Example, TaskData, TaskKind
+from uimer.data.types import Example, TaskKind
 from uimer.errors import ConfigError
 from uimer.evaluation.rationale_metrics import (
     ERASER_THRESHOLDS,
@@ -34,13 +34,13 @@ from uimer.evaluation.rationale_metrics import (
     hard_sizes,
     threshold_counts,
 )
-from uimer.interpret.base import InterpretationMethod
+from uimer.interpret.base import InterpretationMethod, MethodSetup
+from uimer.interpret.words import chunked, index_batch, pieces_to_words, word_membership  # noqa: F401 - re-exported
 from uimer.models.task_model import TaskModel
 
 EXTRACTOR_FILE = "extractor.pt"
 REMOVALS = ("delete", "mask")
 TARGETS = ("pred", "gold")
-_PER_WORD_SALT = 0x3E7A_11ED
 
 
 # -- loading --------------------------------------------------------------------------------------------
@@ -110,21 +110,6 @@ def encode_with_words(examples: list[Example], tokenizer, kind: TaskKind, max_le
     return EncodedWords(split, word_ids, [len(e.all_words) for e in examples])
 
 
-def word_membership(word_ids: torch.Tensor, n_words: int) -> torch.Tensor:
-    """(B, W, L) bool: piece l belongs to word w."""
-    words = torch.arange(n_words, device=word_ids.device)
-    return word_ids.unsqueeze(1) == words[None, :, None]
-
-
-def pieces_to_words(piece_scores: torch.Tensor, word_ids: torch.Tensor, n_words: int) -> torch.Tensor:
-    """(B, W) max over each word's pieces; -inf for words without a piece (truncated)."""
-    b = piece_scores.shape[0]
-    index = torch.where(word_ids >= 0, word_ids, torch.full_like(word_ids, n_words))
-    out = torch.full((b, n_words + 1), -math.inf, dtype=piece_scores.dtype, device=piece_scores.device)
-    out = out.scatter_reduce(1, index, piece_scores, reduce="amax", include_self=True)
-    return out[:, :n_words]
-
-
 # -- targets --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def predict_batch(model: TaskModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,18 +160,17 @@ def prepare_method(method: InterpretationMethod, saved: SavedModel, options: Pre
 
 
 def _prepare_im(method, saved: SavedModel, options: PrepareOptions) -> None:
-    pad = saved.tokenizer.pad_token_id
-    train = EncodedSplit([], [], pad)
+    train = EncodedSplit([], [], saved.tokenizer.pad_token_id)
     if getattr(method, "strategy", "") == "prior":
         if not options.train_examples:
             raise ConfigError("im-prior needs the task's training text for its unigram prior; pass --data-dir "
                               "(and --task when the saved model does not name one)")
         train = encode_examples(options.train_examples, saved.tokenizer, saved.kind, options.max_length)
-    method.setup(saved.tokenizer, train, options.seed, options.device, saved.model)
+    method.prepare(MethodSetup(saved.model, saved.tokenizer, train, options.seed, torch.device(options.device)))
 
 
 def _prepare_dm(method, saved: SavedModel, options: PrepareOptions) -> None:
-    from uimer.interpret.diffmask import load_extractor
+    from uimer.interpret.extractor import load_extractor
 
     stored = saved.path / EXTRACTOR_FILE
     if stored.exists():
@@ -201,24 +185,21 @@ def _prepare_dm(method, saved: SavedModel, options: PrepareOptions) -> None:
 
 def fit_extractor(method, saved: SavedModel, options: PrepareOptions) -> None:
     """Train a DiffMask extractor for the frozen saved model (the DM schedule's extractor phase)."""
-    from uimer.training.schedules import train_extractor_phase
-    from uimer.training.trainer import TrainConfig, TrainingContext
+    from uimer.training.schedules import train_extractor
+    from uimer.training.trainer import TrainConfig
 
-    examples = options.train_examples or []
-    train = encode_examples(examples, saved.tokenizer, saved.kind, options.max_length)
-    empty = EncodedSplit([], [], saved.tokenizer.pad_token_id)
-    task = TaskData(str(saved.info.get("task", "saved")), saved.kind, saved.labels, examples, [], [])
-    config = TrainConfig(batch_size=options.batch_size, device=str(options.device))
-    context = TrainingContext(model=saved.model, task=task, train=train, dev=empty, test=empty, config=config,
-                              seed=options.seed, tokenizer=saved.tokenizer, device=torch.device(options.device),
-                              method=method)
-    method.prepare(context)
-    extractor = method.build_extractor(context, 1)
+    defaults = TrainConfig()  # the run's clipping and shuffling defaults, defined once there
+    device = torch.device(options.device)
+    train = encode_examples(options.train_examples or [], saved.tokenizer, saved.kind, options.max_length)
+    method.prepare(MethodSetup(saved.model, saved.tokenizer, train, options.seed, device, defaults.eval_batch_size))
+    extractor = method.build_extractor(1)
     shuffler = torch.Generator().manual_seed(options.seed + 1)
-    noise = method.noise_generator(options.seed, torch.device(options.device))
+    noise = method.noise_generator(options.seed, device)
     options.log(f"training a DM extractor for {saved.path}: {method.dm.extractor_epochs} epochs (at least "
                 f"{method.dm.extractor_min_steps} steps) on {len(train)} training examples (model frozen)")
-    train_extractor_phase(context, method, extractor, 1, method.dm.lr_extractor, shuffler, noise, [])
+    train_extractor(saved.model, method, extractor, train, batch_size=options.batch_size, shuffle=defaults.shuffle,
+                    max_grad_norm=defaults.max_grad_norm, device=device, lr=method.dm.lr_extractor,
+                    shuffler=shuffler, noise=noise)
     extractor.eval()
     method.extractor = extractor
     saved.model.eval()
@@ -232,83 +213,16 @@ def _rng_devices(device: torch.device | str) -> list[int]:
 
 
 # -- scores ---------------------------------------------------------------------------------------------
-def _index_batch(batch: Batch, rows: torch.Tensor) -> Batch:
-    from uimer.interpret.marginalization import index_batch
-
-    return index_batch(batch, rows)
-
-
-def _chunked(fn: Callable[[Batch], torch.Tensor], batch: Batch, chunk: int) -> torch.Tensor:
-    """fn over row chunks of `batch` (padding trimmed to each chunk's longest row), concatenated."""
-    parts = []
-    for start in range(0, batch.size, max(1, chunk)):
-        rows = torch.arange(start, min(start + chunk, batch.size), device=batch.input_ids.device)
-        part = _index_batch(batch, rows)
-        length = max(int(part.attention_mask.sum(1).max()), 1) if part.size else 1
-        part = replace(part, input_ids=part.input_ids[:, :length], attention_mask=part.attention_mask[:, :length],
-                       token_type_ids=part.token_type_ids[:, :length], rationale=part.rationale[:, :length],
-                       real_mask=part.real_mask[:, :length])
-        parts.append(fn(part))
-    return torch.cat(parts) if parts else torch.empty(0)
-
-
-@torch.no_grad()
-def im_word_scores(method, model: TaskModel, batch: Batch, word_ids: torch.Tensor, n_words: int,
-                   chunk: int = 512) -> torch.Tensor:
-    """(B, W) per-word IM scores in bits, the target being `batch.labels`/`tags`; -inf for absent words."""
-    from uimer.interpret.marginalization import log2_odds, log_marginal
-    from uimer.interpret.replacement import MIN_Q, derive_seed
-
-    proposer = method.proposer
-    if proposer is None:
-        raise RuntimeError(f"{method.name}: prepare the method (prepare_method) before scoring")
-    device = batch.input_ids.device
-    cpu = batch.to("cpu")
-    word_ids = word_ids.to("cpu")
-    real = cpu.real_mask & (word_ids >= 0)
-    k = proposer.k
-    generator = torch.Generator().manual_seed(derive_seed(method.seed, _PER_WORD_SALT))
-    proposals, weights_flat = proposer.propose(cpu.input_ids, cpu.attention_mask, cpu.token_type_ids, real, generator)
-    b, length = cpu.input_ids.shape
-    candidates = cpu.input_ids.unsqueeze(-1).expand(b, length, k).clone()
-    weights = torch.zeros(b, length, k)
-    candidates[real] = proposals.to(torch.long)
-    weights[real] = weights_flat.float()
-    member = word_membership(word_ids, n_words) & real.unsqueeze(1)  # (B, W, L)
-    rows, words = member.any(-1).nonzero(as_tuple=True)
-    scores = torch.full((b, n_words), -math.inf)
-    if rows.numel() == 0:
-        return scores.to(device)
-    chosen = member[rows, words]  # (n, L)
-    replaced = torch.where(chosen.unsqueeze(1), candidates[rows].permute(0, 2, 1), cpu.input_ids[rows].unsqueeze(1))
-    q = torch.einsum("nl,nlk->nk", chosen.float(), weights[rows]) / chosen.sum(1, keepdim=True)
-    log_q = q.clamp_min(MIN_Q).log()
-    n = rows.numel()
-    perturbed = _index_batch(batch, rows.to(device).repeat_interleave(k))
-    perturbed = replace(perturbed, input_ids=replaced.reshape(n * k, length).to(device))
-    log_p = _chunked(lambda part: model.gold_log_prob(model(part), part), perturbed, chunk).view(n, k).cpu()
-    floor = method.floor_bits
-    lo_m = log2_odds(log_marginal(log_q, log_p, floor), floor)
-    lo_x = log2_odds(model.gold_log_prob(model(batch), batch).cpu(), floor)
-    scores[rows, words] = lo_x[rows] - lo_m
-    return scores.to(device)
-
-
 def piece_attributions(method: InterpretationMethod, model: TaskModel, batch: Batch) -> torch.Tensor:
-    """(B, L) piece scores of a GB or DM method (zero on specials and padding)."""
-    attribution = method.attribute(model, batch)
-    if attribution.scores is None:
-        raise ConfigError(f"{method.name} gives no per-piece scores")
-    return attribution.scores.detach()
+    """(B, L) piece scores under any method (zero on specials and padding)."""
+    return method.attribute(model, batch).scores.detach()
 
 
 def word_attributions(method: InterpretationMethod, model: TaskModel, batch: Batch, word_ids: torch.Tensor,
-                      n_words: int, chunk: int = 512) -> torch.Tensor:
-    """(B, W) word scores under any family (IM per word, GB/DM max over pieces); -inf for absent words."""
+                      n_words: int) -> torch.Tensor:
+    """(B, W) word scores under any method; -inf for absent words."""
     word_ids = word_ids.to(batch.input_ids.device)
-    if method.family == "im":
-        return im_word_scores(method, model, batch, word_ids, n_words, chunk)
-    return pieces_to_words(piece_attributions(method, model, batch), word_ids, n_words)
+    return method.attribute(model, batch, word_ids=word_ids, n_words=n_words).words.detach()
 
 
 # -- perturbations --------------------------------------------------------------------------------------
@@ -391,9 +305,9 @@ def perturbed_probabilities(model: TaskModel, batch: Batch, word_ids: torch.Tens
         variants.append(remove_pieces(batch, other_piece, removal, mask_id, pad_id))  # sufficiency
     stacked = _cat_batches(variants)
     if model.kind is TaskKind.TAGGING:
-        probs = _chunked(lambda part: target_probabilities(model, part), stacked, chunk)
+        probs = chunked(lambda part: target_probabilities(model, part), stacked, chunk)
     else:
-        probs = _chunked(lambda part: torch.softmax(model(part), -1), stacked, chunk)
+        probs = chunked(lambda part: torch.softmax(model(part), -1), stacked, chunk)
     probs = probs.view(len(variants), batch.size, *probs.shape[1:]).cpu()
     out = {"hard_comprehensiveness": probs[0], "hard_sufficiency": probs[1], "comprehensiveness": {},
            "sufficiency": {}}
@@ -472,7 +386,7 @@ def score_examples(method: InterpretationMethod, saved: SavedModel, examples: li
                 else int(pred[row])
         if probabilities is not None:
             probabilities[idx] = torch.softmax(logits, -1).cpu().numpy()
-        scores = word_attributions(method, model, batch, word_ids, w, chunk)
+        scores = word_attributions(method, model, batch, word_ids, w)
         present = word_membership(word_ids, w).any(-1)
         all_scores[idx, :w] = scores.masked_fill(~present, 0.0).cpu().numpy()
         present_all[idx, :w] = present.cpu().numpy()

@@ -66,9 +66,9 @@ def _add_sentences(p: argparse.ArgumentParser) -> None:
 def _device(args) -> str:
     if args.device:
         return check_device(args.device)
-    import torch
+    from uimer.checks import default_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return default_device()
 
 
 def _log(message: str) -> None:

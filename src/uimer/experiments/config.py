@@ -41,7 +41,6 @@ a sweep runs). Every problem is a `ConfigError` naming the file and the key.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import re
@@ -52,13 +51,14 @@ from typing import Any
 import yaml
 
 from uimer.checks import SEED, Domain
+from uimer.data.types import TASKS
 from uimer.errors import ConfigError
 from uimer.experiments import CONFIG_DIR, packaged_configs
 from uimer.models.task_model import PRECISIONS
 from uimer.training.trainer import TrainConfig
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.yaml"
-TASK_CHOICES = ("snips-intent", "snips-slot", "esnli", "jsonl")
+TASK_CHOICES = TASKS  # defined once, in uimer.data.types
 TASK_COLUMN_PREFIX = {"snips-intent": "intent", "snips-slot": "slot", "esnli": "nli"}
 
 TOP_KEYS = ("name", "description", "extends", "defaults", "settings", "methods", "overrides", "cost")
@@ -215,11 +215,11 @@ def _anchor_paths(fields_: Any, path: Path) -> None:
 
 
 # -- validation of run fields ----------------------------------------------------------------------------
-def _option_actions() -> dict[str, argparse.Action]:
-    """The method flags of `uimer train`, by argparse dest (registered by the method families)."""
-    from uimer.interpret import add_method_options
+def _option_actions() -> dict[str, type]:
+    """Every method option, by name, with the options class (one per family) that declares and checks it."""
+    from uimer.interpret import OPTION_CLASSES
 
-    return {dest: action for dest, (action, _) in add_method_options(argparse.ArgumentParser(add_help=False)).items()}
+    return {name: cls for cls in OPTION_CLASSES for name in cls.infos()}
 
 
 def _coerce(value: Any, kind: type, key: str, where: _Where) -> Any:
@@ -247,7 +247,8 @@ def _parse(domain: Domain, value: Any, key: str, where: _Where) -> int | float:
         raise where.error(key, str(err)) from None
 
 
-def _check_options(options: Any, key: str, where: _Where, actions: dict[str, argparse.Action]) -> dict:
+def _check_options(options: Any, key: str, where: _Where, actions: dict[str, type]) -> dict:
+    """A grid's `options`, each converted and checked by its family's options dataclass, as its flag would be."""
     if options is None:
         return {}
     if not isinstance(options, dict):
@@ -255,24 +256,13 @@ def _check_options(options: Any, key: str, where: _Where, actions: dict[str, arg
     checked = {}
     for name, value in options.items():
         dest = str(name).replace("-", "_")
-        action = actions.get(dest)
-        if action is None:
+        owner = actions.get(dest)
+        if owner is None:
             raise where.error(f"{key}.{name}", f"unknown method option (known: {', '.join(sorted(actions))})")
-        if value is None:
-            checked[dest] = None
-            continue
-        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            value = _coerce(value, bool, f"{key}.{name}", where)
-        elif action.type in (int, float):
-            value = _coerce(value, action.type, f"{key}.{name}", where)
-        elif action.type is not None and callable(action.type):
-            try:
-                value = action.type(value if isinstance(value, str) else str(value))
-            except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
-                raise where.error(f"{key}.{name}", f"bad value {value!r}: {err}") from None
-        if action.choices is not None and value not in action.choices:
-            raise where.error(f"{key}.{name}", f"{value!r} is not one of {', '.join(map(str, action.choices))}")
-        checked[dest] = value
+        try:
+            checked[dest] = owner.check_value(dest, value)
+        except ValueError as err:
+            raise where.error(f"{key}.{name}", str(err)) from None
     return checked
 
 
@@ -565,14 +555,13 @@ def load_grid(name: str | Path) -> Grid:
 def _check_option_users(method: str, key: str, fields_: dict, per_setting: dict[str, dict], where: _Where) -> None:
     """A method entry's own options must be ones its method reads (`defaults`/`overrides` may hold options for
     several methods, so they are not checked): an ignored option would silently not do what the grid says."""
-    from uimer.interpret import add_method_options, option_users
+    from uimer.interpret import option_users
 
-    title_of = {dest: title for dest, (_, title) in add_method_options(argparse.ArgumentParser(add_help=False)).items()}
     layers = [(f"methods.{key}.options", fields_.get("options") or {})]
     layers += [(f"methods.{key}.settings.{s}.options", f.get("options") or {}) for s, f in per_setting.items()]
     for prefix, options in layers:
         for dest in options:
-            users = option_users(title_of.get(dest, ""), dest)
+            users = option_users("", dest)
             if method not in users:
                 raise where.error(f"{prefix}.{dest}", f"{method} does not read this option (read by "
                                   f"{', '.join(users[:6])}{', ...' if len(users) > 6 else ''})")

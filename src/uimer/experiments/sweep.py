@@ -324,8 +324,10 @@ def _encoded_task(spec: RunSpec):
 def resolve_device(name: str):
     import torch
 
+    from uimer.checks import default_device
+
     if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(default_device())
     return torch.device(name)
 
 

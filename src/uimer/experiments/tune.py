@@ -171,7 +171,9 @@ class Study:
     def fingerprint(self) -> str:
         """What must match for a directory's trials to belong to this study (--trials may grow)."""
         data = {
-            "spec": self.base.fingerprint(), "seeds": self.seeds, "methods": self.methods,
+            # every option: the base spec stands for all the study's methods (and keeps the fingerprints
+            # of studies made before fingerprints covered only a method's own options)
+            "spec": self.base.fingerprint(every_option=True), "seeds": self.seeds, "methods": self.methods,
             "space": {m: {n: d.describe() for n, d in self.dims(m).items()} for m in self.methods},
             "searcher": self.searcher, "seed": self.seed, "grid_points": self.grid_points,
         }

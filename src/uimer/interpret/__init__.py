@@ -9,16 +9,18 @@ from uimer.interpret import (
     marginalization,  # noqa: F401 - registers the im-* methods
 )
 from uimer.interpret.base import (
-    CLI_OPTION_SCOPES,
-    CLI_OPTIONS,
     METHODS,
     Attribution,
     InterpretationMethod,
+    MethodSetup,
     add_method_options,
     create_method,
+    method_option_defaults,
     option_users,
-    register_cli_options,
+    options_for,
+    options_read_by,
     register_method,
 )
+from uimer.interpret.options import OPTION_CLASSES, MethodOptions, OptionError, option, register_options
 
-__all__ = ["add_method_options", "CLI_OPTIONS", "CLI_OPTION_SCOPES", "option_users", "register_cli_options", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]
+__all__ = ["OPTION_CLASSES", "MethodOptions", "OptionError", "option", "register_options", "MethodSetup", "method_option_defaults", "options_for", "options_read_by", "add_method_options", "option_users", "METHODS", "Attribution", "InterpretationMethod", "create_method", "register_method"]

@@ -3,7 +3,12 @@
 `L = L_task + alpha * L_int(a, g)`: an `InterpretationMethod` produces attribution scores `a` for a batch
 (differentiable w.r.t. the model when `create_graph=True`), and its `alignment_loss` compares them with the
 gold rationales `g`. Families differ in what they need around training (replacement sets, an extractor), so
-a method can also hook into preparation and, for extractor methods, own the training schedule.
+a method can also hook into preparation (`prepare(MethodSetup)`, never a whole training run) and declare
+the training schedule it needs (`schedule`: "standard", or "diffmask" for the extractor methods); the
+schedules themselves live in `uimer.training`. `attribute` gives every family's scores in one form
+(`Attribution`: per piece, per word when asked), so evaluation never asks which family it scores. Methods are
+written against `uimer.models.protocol.AttributableModel`, not a concrete model class, and read their options
+from their family's options dataclass (`uimer.interpret.options`), from which the flags are made.
 
 Conventions every method follows:
 - examples without any rationale piece contribute L_task only; a batch without rationales gives
@@ -16,26 +21,53 @@ from __future__ import annotations
 import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
-from uimer.data.encoding import Batch
+from uimer.data.encoding import Batch, EncodedSplit
+from uimer.interpret.options import OPTION_CLASSES, options_class_of
+from uimer.interpret.words import pieces_to_words
+from uimer.models.protocol import AttributableModel
 
-if TYPE_CHECKING:
-    from uimer.models.task_model import TaskModel
-    from uimer.training.trainer import TrainingContext
+
+@dataclass
+class MethodSetup:
+    """What a method is prepared from, once per seed: the model it will explain, the tokenizer (IM's [MASK]
+    and vocabulary, DM's placeholder), the training examples (IM's replacement sets and prior, DM's
+    placeholder mean), the seed its own generators derive from, and the device.
+
+    `batch_size` is the number of rows per gradient-free pass over `train` (DM's hidden-gate placeholder
+    averages the training states in such passes): the trainer passes its eval batch size, so that the sums,
+    hence the numbers, stay what they were. Dev and test, the config and the logging callbacks stay out:
+    evaluation prepares a method for a saved model with exactly this object, without faking a training run.
+    """
+
+    model: AttributableModel
+    tokenizer: Any
+    train: EncodedSplit
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 256
 
 
 @dataclass
 class Attribution:
-    """Scores for a batch: per word piece (B, L), and/or multi-token scores a_R, a_N per example (B,)."""
+    """A method's scores for a batch, in the same form for every family.
+
+    `scores` (B, L): one score per word piece, zero on [CLS]/[SEP]/padding (IM scores units by replacing them,
+    and each piece carries its unit's score). `words` (B, W): per word, when `attribute` got `word_ids`; -inf
+    for words without a piece. `a_r`, `a_n` (B,): multi-token scores of the rationale and of the rest where
+    the method defines its own (IM's Eq. 4), else None (evaluation then averages word scores). `valid` (B,):
+    the examples `a_r`/`a_n` (or, without them, `scores`) are defined for.
+    """
 
     scores: torch.Tensor | None = None
+    words: torch.Tensor | None = None
     a_r: torch.Tensor | None = None
     a_n: torch.Tensor | None = None
-    valid: torch.Tensor | None = None  # (B,) bool: examples the scores are defined for
+    valid: torch.Tensor | None = None
 
 
 class InterpretationMethod(ABC):
@@ -43,6 +75,9 @@ class InterpretationMethod(ABC):
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""  # "baseline", "gb", "im", "dm"
+    unit: ClassVar[str] = "score"  # what an attribution score measures, shown with explanations
+    # The family's typed options (uimer.interpret.options), None for a method without any.
+    options_class: ClassVar[type | None] = None
     # Second-order gradients do not run under fused SDPA attention: such methods get eager attention.
     needs_double_backward: ClassVar[bool] = False
     # Behaviour version: bump it (as a string: "2", "3", ...) in any change that alters the numbers this method
@@ -58,10 +93,14 @@ class InterpretationMethod(ABC):
     def __init__(self, options: dict | None = None):
         self.options = dict(options or {})
 
-    def prepare(self, context: TrainingContext) -> None:  # noqa: B027 - optional hook
-        """Called once per seed before training (e.g. to build replacement sets)."""
+    # The training schedule the method needs, chosen in `uimer.training.schedules.SCHEDULES`: "standard" (the
+    # one loop of baseline, GB and IM) or "diffmask" (warm-up, then extractor and model phases alternately).
+    schedule: ClassVar[str] = "standard"
 
-    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:  # noqa: B027 - optional hook
+    def prepare(self, setup: MethodSetup) -> None:  # noqa: B027 - optional hook
+        """Called once per seed before training or explaining (e.g. to build replacement sets)."""
+
+    def on_epoch_start(self, epoch: int) -> None:  # noqa: B027 - optional hook
         """Called at the start of every training epoch."""
 
     def state_dict(self) -> dict:
@@ -71,14 +110,25 @@ class InterpretationMethod(ABC):
     def load_state_dict(self, state: dict) -> None:  # noqa: B027 - optional hook
         """Restore what `state_dict` saved; called after `prepare`, before training resumes."""
 
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False,
+                  word_ids: torch.Tensor | None = None, n_words: int | None = None) -> Attribution:
+        """Scores for the batch: per piece always, per word too when `word_ids` (B, L; -1 outside words) and
+        `n_words` are given (by default a word's score is the maximum over its pieces). Differentiable w.r.t.
+        the model iff `create_graph`; with the model in eval mode it never draws from the global RNG."""
+        attribution = self.piece_attribution(model, batch, create_graph=create_graph)
+        if word_ids is not None:
+            attribution.words = pieces_to_words(attribution.scores, word_ids.to(attribution.scores.device),
+                                                int(n_words if n_words is not None else 0))
+        return attribution
+
     @abstractmethod
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
-        """Attribution scores for the batch; differentiable w.r.t. the model iff `create_graph`."""
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+        """The per-piece `Attribution` (`scores`, and `a_r`/`a_n` where the method has its own)."""
 
     @abstractmethod
     def alignment_loss(
         self,
-        model: TaskModel,
+        model: AttributableModel,
         batch: Batch,
         logits: torch.Tensor,
         task_loss: torch.Tensor,
@@ -91,12 +141,6 @@ class InterpretationMethod(ABC):
         same forward instead of running another one.
         """
 
-    # Extractor-based methods replace the trainer's plain loop with their own schedule.
-    owns_schedule: ClassVar[bool] = False
-
-    def run_schedule(self, context: TrainingContext):  # pragma: no cover - overridden where used
-        raise NotImplementedError
-
 
 class Baseline(InterpretationMethod):
     """The base model: L_task only (alpha is ignored)."""
@@ -104,7 +148,7 @@ class Baseline(InterpretationMethod):
     name = "baseline"
     family = "baseline"
 
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         raise NotImplementedError("the baseline has no interpretation method; pick one with --method")
 
     def alignment_loss(self, model, batch, logits, task_loss, inputs_embeds) -> torch.Tensor:
@@ -137,40 +181,47 @@ def register_method(name: str, family: str, help: str) -> Callable:
 register_method("baseline", "baseline", "the base model, task loss only")(Baseline)
 
 
-# Family modules add their flags (e.g. --margin, --im-k) through this hook, so the CLI stays generic.
-CLI_OPTIONS: list[tuple[str, Callable]] = []
-# Which methods read a group's flags: title -> (family, {argparse dest: method names} for flags only some read).
-CLI_OPTION_SCOPES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
-
-
-def register_cli_options(title: str, family: str = "", only: dict[str, tuple[str, ...]] | None = None) -> Callable:
-    """Decorator for `fn(group)` that adds a family's argparse options to `uimer train`; `family` and `only` say
-    which methods read them, so a flag that none of the chosen methods reads is refused instead of ignored."""
-
-    def decorator(fn: Callable) -> Callable:
-        CLI_OPTIONS.append((title, fn))
-        CLI_OPTION_SCOPES[title] = (family, dict(only or {}))
-        return fn
-
-    return decorator
-
-
-def add_method_options(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.Action, str]]:
-    """Add every family's option group to `parser`; returns the flags added, dest -> (action, group title)."""
+def add_method_options(parser: argparse.ArgumentParser,
+                       defaults: bool = True) -> dict[str, tuple[argparse.Action, str]]:
+    """Add every family's option group to `parser`, generated from its options dataclass; returns the flags
+    added, dest (= option name) -> (action, group title). `defaults=False` leaves every flag at None unless
+    given, so that a command can tell a flag given at its default value from one not given at all."""
     added: dict[str, tuple[argparse.Action, str]] = {}
-    for title, add_options in CLI_OPTIONS:
+    for cls in OPTION_CLASSES:
         before = {a.dest for a in parser._actions}
-        add_options(parser.add_argument_group(title))
-        added.update({a.dest: (a, title) for a in parser._actions if a.dest not in before})
+        cls.add_flags(parser.add_argument_group(cls.title), defaults=defaults)
+        added.update({a.dest: (a, cls.title) for a in parser._actions if a.dest not in before})
     return added
 
 
 def option_users(title: str, dest: str) -> list[str]:
-    """The registered methods that read the flag `dest` of option group `title` (all, when unscoped)."""
-    family, only = CLI_OPTION_SCOPES.get(title, ("", {}))
-    if dest in only:
-        return list(only[dest])
-    return sorted(name for name, spec in METHODS.items() if not family or spec.family == family)
+    """The registered methods that read option `dest` (`title`, its group, is kept for the callers' sake)."""
+    cls = options_class_of(dest)
+    if cls is None:
+        return []
+    return cls.readers(dest, {name: spec.family for name, spec in METHODS.items()})
+
+
+def method_option_defaults() -> dict[str, object]:
+    """Every registered option with its default, as `uimer train` would pass it without flags."""
+    return {name: value for cls in OPTION_CLASSES for name, value in cls.defaults().items()}
+
+
+def options_read_by(name: str) -> frozenset[str]:
+    """The options method `name` reads (its family's, less those scoped to other methods)."""
+    families = {n: spec.family for n, spec in METHODS.items()}
+    return frozenset(option for cls in OPTION_CLASSES for option in cls.infos()
+                     if name in cls.readers(option, families))
+
+
+def options_for(name: str, options: dict) -> dict:
+    """`options` less the ones method `name` does not read: what a run of `name` depends on (the fingerprint
+    covers these only, so another family's flags, set or not, never make two equal runs look different). An
+    unregistered name keeps everything, so that a mistake still shows in the fingerprint."""
+    if name not in METHODS:
+        return dict(options)
+    read = options_read_by(name)
+    return {key: value for key, value in options.items() if key in read}
 
 
 def create_method(name: str, options: dict | None = None) -> InterpretationMethod:

@@ -3,8 +3,14 @@
 An extractor reads the encoder's hidden states of the *clean* input and outputs one gate per word piece;
 masked pieces are replaced by a learned placeholder. It is trained on its own objective L_phi with the task
 model frozen (mask as much as possible while the prediction stays within eps in KL), and its deterministic
-gate scores `a` give the task model L_int of Eq. 7 while the extractor is frozen. The schedules (warm-up,
-one-pass, multi-round) live in `uimer.training.schedules`.
+gate scores `a` give the task model L_int of Eq. 7 while the extractor is frozen.
+
+Where the parts live: this module holds the method (options, flags, preparation, Eq. 7 and `attribute`);
+`uimer.interpret.hard_concrete` the gate maths; `uimer.interpret.extractor` the extractor's nn modules, their
+persistence and L_phi; `uimer.models.hooks` / `uimer.models.modes` the encoder hook and the
+frozen/eval-mode context managers; `uimer.training.schedules` the schedules (warm-up, one-pass,
+multi-round) with the extractor's optimizer step, and `uimer.training.step` the model step shared with
+every other method.
 
 Design decisions (vs. the reference, digest §6 and §9 items 1-3, 9-12, 20):
 - Gate MLP: WeightNorm-Linear(in -> H/4) -> tanh -> WeightNorm-Linear(-> 1) -> tanh, x10, + b (b init 5),
@@ -69,14 +75,10 @@ Design decisions (vs. the reference, digest §6 and §9 items 1-3, 9-12, 20):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import nn
 
 from uimer.checks import Domain
 from uimer.data.encoding import Batch
@@ -84,70 +86,21 @@ from uimer.errors import ConfigError
 from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
-    register_cli_options,
+    MethodSetup,
     register_method,
     zero_loss,
 )
+from uimer.interpret.extractor import GATES, DiffMaskExtractor, piece_scores, read_states
+from uimer.interpret.hard_concrete import SCORES
+from uimer.interpret.options import MethodOptions, OptionError, option, register_options
+from uimer.models.hooks import encoder_layers
+from uimer.models.modes import eval_mode, frozen
+from uimer.models.protocol import AttributableModel
 
-if TYPE_CHECKING:
-    from uimer.models.task_model import TaskModel
-    from uimer.training.trainer import SeedResult, TrainingContext
-
-TEMPERATURE = 0.2
-STRETCH_L = -0.2
-STRETCH_R = 1.0
-GATE_BIAS_INIT = 5.0
-ALPHA_INIT = 1.0
-ALPHA_MAX = 200.0
 MAX_FLOOR = 1e-6  # Eq. 7's non-rationale maximum is floored here so the ratio stays finite
-GATES = ("input", "hidden")
-SCORES = ("keep-prob", "gate")
 PLACEHOLDER_EXAMPLES = 256  # training examples averaged for the hidden gate's placeholder
 _NOISE_SALT = 0x0D1F_F3A5  # decorrelates the gate-noise stream from torch.manual_seed(seed)
 _INIT_SALT = 0x1317_0B0B
-
-
-# -- hard concrete (stretched, rectified binary concrete) ------------------------------------------------
-def hard_concrete_sample(
-    logits: torch.Tensor,
-    generator: torch.Generator | None = None,
-    temperature: float = TEMPERATURE,
-    low: float = STRETCH_L,
-    high: float = STRETCH_R,
-) -> torch.Tensor:
-    """A reparameterised sample z in [0, 1]: exactly 0 with positive probability (DiffMask's RectifiedStreched)."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    u = u.clamp(1e-6, 1 - 1e-6)
-    y = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
-    return (low + (high - low) * y).clamp(0.0, 1.0)
-
-
-def keep_logits(
-    logits: torch.Tensor, temperature: float = TEMPERATURE, low: float = STRETCH_L, high: float = STRETCH_R
-) -> torch.Tensor:
-    """logit(P(z != 0)): z > 0 iff the concrete y > -l/(r-l), i.e. iff logit - T*log(-l/r) wins."""
-    return logits - temperature * math.log(-low / high)
-
-
-def expected_l0(
-    logits: torch.Tensor, temperature: float = TEMPERATURE, low: float = STRETCH_L, high: float = STRETCH_R
-) -> torch.Tensor:
-    """P(z != 0) in closed form: sigmoid(logit - T*log(-l/r))."""
-    return torch.sigmoid(keep_logits(logits, temperature, low, high))
-
-
-def deterministic_gate(logits: torch.Tensor, low: float = STRETCH_L, high: float = STRETCH_R) -> torch.Tensor:
-    """Louizos et al.'s test-time gate: the stretched, clamped sigmoid of the logit (no noise)."""
-    return (low + (high - low) * torch.sigmoid(logits)).clamp(0.0, 1.0)
-
-
-def gate_scores(gate_logits: torch.Tensor, mode: str = "keep-prob") -> torch.Tensor:
-    """(B, L) piece scores from (B, L, K) stacked gate logits: the product over the stack."""
-    if mode == "keep-prob":
-        return expected_l0(gate_logits).prod(-1)
-    if mode == "gate":
-        return deterministic_gate(gate_logits).prod(-1)
-    raise ConfigError(f"--dm-score must be one of {', '.join(SCORES)}, not {mode!r}")
 
 
 # -- Eq. 7 ------------------------------------------------------------------------------------------------
@@ -169,416 +122,103 @@ def dm_margin_loss(
     return terms.sum()
 
 
-# -- the extractor --------------------------------------------------------------------------------------
-def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> torch.Tensor:
-    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
-
-
-class GateStack(nn.Module):
-    """K independent DiffMask gate MLPs evaluated together.
-
-    MLP_k(x) = 10 * tanh(WN-Linear(tanh(WN-Linear(x)))) + b_k with b_k initialised to 5 (gates start open).
-    Input k is [shared; each_k]; the first layer's weight is split in two so [h_0; h_i] is never concatenated.
-    Weight norm is per output row over the whole input, like `torch.nn.utils.weight_norm(Linear)`.
-    """
-
-    def __init__(self, num_gates: int, in_each: int, in_shared: int, hidden: int,
-                 generator: torch.Generator | None = None):
-        super().__init__()
-        generator = generator or torch.Generator().manual_seed(0)
-        fan_in = in_each + in_shared
-        bound1 = 1.0 / math.sqrt(fan_in)
-        self.v_each = nn.Parameter(_uniform((num_gates, hidden, in_each), bound1, generator))
-        self.v_shared = (
-            nn.Parameter(_uniform((num_gates, hidden, in_shared), bound1, generator)) if in_shared else None
-        )
-        self.g1 = nn.Parameter(self._norm1().detach().clone())
-        self.b1 = nn.Parameter(_uniform((num_gates, hidden), bound1, generator))
-        bound2 = 1.0 / math.sqrt(hidden)
-        self.v2 = nn.Parameter(_uniform((num_gates, hidden), bound2, generator))
-        self.g2 = nn.Parameter(self.v2.detach().norm(dim=-1).clone())
-        self.b2 = nn.Parameter(_uniform((num_gates,), bound2, generator))
-        self.bias = nn.Parameter(torch.full((num_gates,), GATE_BIAS_INIT))
-
-    def _norm1(self) -> torch.Tensor:
-        squared = self.v_each.pow(2).sum(-1)
-        if self.v_shared is not None:
-            squared = squared + self.v_shared.pow(2).sum(-1)
-        return squared.sqrt()
-
-    def forward(self, each: torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
-        """each (B, L, K, E), shared (B, L, S) or None -> gate logits (B, L, K) in [b - 10, b + 10]."""
-        scale1 = self.g1 / self._norm1()  # (K, D)
-        x = torch.einsum("blke,kde->blkd", each, self.v_each)
-        if self.v_shared is not None:
-            x = x + torch.einsum("bls,kds->blkd", shared, self.v_shared)
-        x = torch.tanh(x * scale1 + self.b1)
-        w2 = self.v2 * (self.g2 / self.v2.norm(dim=-1)).unsqueeze(-1)
-        return 10.0 * torch.tanh((x * w2).sum(-1) + self.b2) + self.bias
-
-
-@dataclass
-class Reading:
-    """What one forward of the clean input gives the extractor."""
-
-    each: torch.Tensor  # (B, L, K, H) states read by the K gates
-    shared: torch.Tensor | None  # (B, L, H) h_0 for the input gate
-    target: torch.Tensor  # (B, L, H) the tensor that masking replaces (h_0 or h_k)
-    logits: torch.Tensor  # the model's clean prediction
-
-
-class DiffMaskExtractor(nn.Module):
-    """Gates + placeholder + the Lagrange multiplier alpha (kept outside the task model's state)."""
-
-    def __init__(self, gate: str, hidden_size: int, num_layers: int, placeholder: torch.Tensor,
-                 hidden_layer: int | None = None, generator: torch.Generator | None = None):
-        super().__init__()
-        if gate not in GATES:
-            raise ConfigError(f"--dm-gate must be one of {', '.join(GATES)}, not {gate!r}")
-        self.gate = gate
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.hidden_layer = num_layers // 2 if hidden_layer is None else int(hidden_layer)
-        if gate == "hidden" and not 0 <= self.hidden_layer < num_layers:
-            raise ConfigError(f"--dm-hidden-layer must be in 0..{num_layers - 1} for this encoder")
-        width = max(8, hidden_size // 4)  # the reference's hidden_attention = 768 // 4
-        if gate == "input":
-            self.gates = GateStack(num_layers + 2, hidden_size, hidden_size, width, generator)
-        else:
-            self.gates = GateStack(1, hidden_size, 0, width, generator)
-        self.placeholder = nn.Parameter(placeholder.detach().reshape(hidden_size).clone())
-        self.alpha = nn.Parameter(torch.tensor(ALPHA_INIT))
-
-    def gate_parameters(self) -> list[nn.Parameter]:
-        """Everything the gates' optimizer trains (alpha has its own, ascending one)."""
-        return [p for name, p in self.named_parameters() if name != "alpha"]
-
-    def gate_logits(self, reading: Reading) -> torch.Tensor:
-        return self.gates(reading.each, reading.shared)
-
-    def config_dict(self) -> dict:
-        return {"gate": self.gate, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "hidden_layer": self.hidden_layer}
-
-
-def save_extractor(extractor: DiffMaskExtractor, path: Path) -> None:
-    """Persist a trained extractor next to a saved model (for `uimer explain`)."""
-    state = {k: v.detach().cpu() for k, v in extractor.state_dict().items()}
-    torch.save({"config": extractor.config_dict(), "state": state}, Path(path))
-
-
-def load_extractor(path: Path, device: torch.device | str = "cpu") -> DiffMaskExtractor:
-    data = torch.load(Path(path), weights_only=True, map_location="cpu")
-    cfg = data["config"]
-    extractor = DiffMaskExtractor(cfg["gate"], cfg["hidden_size"], cfg["num_layers"],
-                                  torch.zeros(cfg["hidden_size"]), cfg["hidden_layer"])
-    extractor.load_state_dict(data["state"])
-    return extractor.to(device)
-
-
-# -- running the task model for the extractor -----------------------------------------------------------
-def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
-    """The encoder's list of transformer layers (BERT/RoBERTa/DistilBERT-style), for the hidden gate's hook."""
-    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "layer"):
-        obj: object = encoder
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    raise ConfigError("--dm-gate hidden needs an encoder with a list of layers (BERT-like); use --dm-gate input")
-
-
-@contextmanager
-def replace_layer_input(encoder: nn.Module, index: int, value: torch.Tensor) -> Iterator[None]:
-    """Within the block, encoder layer `index` receives `value` as its hidden states (DiffMask's setter)."""
-    layer = encoder_layers(encoder)[index]
-
-    def hook(module, args, kwargs):
-        if args:
-            return (value, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": value}
-
-    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Dropout off within the block, the previous mode restored afterwards (the graph is unaffected)."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-@contextmanager
-def frozen(*modules: nn.Module) -> Iterator[None]:
-    """requires_grad off for every parameter within the block: no gradient, hence no optimizer update."""
-    params = [p for m in modules for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
-
-
-def read_states(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor) -> Reading:
-    """One clean forward recording the states the gates read (DiffMask's getter) and the clean prediction."""
-    embeds = model.embed(batch.input_ids)
-    with model.autocast():
-        out = model.encoder(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                            token_type_ids=batch.token_type_ids, output_hidden_states=True)
-    hidden = tuple(h.to(embeds.dtype) for h in out.hidden_states)  # the gates read fp32 states under bf16 too
-    logits = model.head_logits(out.last_hidden_state.to(embeds.dtype), batch.attention_mask, batch.word_starts)
-    if extractor.gate == "input":
-        return Reading(torch.stack([embeds, *hidden], dim=2), embeds, embeds, logits)
-    state = hidden[extractor.hidden_layer]
-    return Reading(state.unsqueeze(2), None, state, logits)
-
-
-def masked_logits(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor, reading: Reading,
-                  gates: torch.Tensor) -> torch.Tensor:
-    """The prediction with every real piece's state blended towards the placeholder by (1 - gate)."""
-    keep = torch.where(batch.real_mask, gates, torch.ones_like(gates)).unsqueeze(-1)
-    masked = keep * reading.target + (1 - keep) * extractor.placeholder
-    if extractor.gate == "input":
-        return model(batch, inputs_embeds=masked)
-    with replace_layer_input(model.encoder, extractor.hidden_layer, masked):
-        return model(batch)
-
-
-def prediction_kl(clean: torch.Tensor, masked: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """(B,) KL(p_clean || p_masked): over classes, or per kept word over emission softmaxes, word-averaged."""
-    log_p = torch.log_softmax(clean, dim=-1)
-    log_q = torch.log_softmax(masked, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-    if kl.dim() == 2:  # tagging: (B, W)
-        words = batch.word_mask.to(kl.dtype)
-        kl = (kl * words).sum(1) / words.sum(1).clamp_min(1.0)
-    return kl
-
-
-def real_mean(values: torch.Tensor, real_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) mean of (B, L) values over each example's real word pieces."""
-    real = real_mask.to(values.dtype)
-    return (values * real).sum(1) / real.sum(1).clamp_min(1.0)
-
-
-def extractor_loss(model: TaskModel, extractor: DiffMaskExtractor, batch: Batch, eps: float,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """L_phi = mean_b[alpha * (KL_b - eps)] + mean_b[expected L0 over real pieces]; theta must be frozen."""
-    with torch.no_grad():
-        reading = read_states(model, batch, extractor)
-    logits = extractor.gate_logits(reading)
-    gates = revivable(hard_concrete_sample(logits, generator).prod(-1), logits)
-    kl = prediction_kl(reading.logits, masked_logits(model, batch, extractor, reading, gates), batch)
-    l0 = real_mean(expected_l0(logits).prod(-1), batch.real_mask).mean()
-    constraint = (kl - eps).mean()
-    loss = extractor.alpha * constraint + l0
-    stats = {"l_phi": float(loss.detach()), "kl": float(kl.detach().mean()), "l0": float(l0.detach())}
-    return loss, stats
-
-
-def revivable(gates: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """The sampled piece gates unchanged in value, with a gradient path that never dies: + (log p - log p.detach()),
-    p = P(piece kept) (the product of the stack's P(z != 0)).
-
-    A rectified sample of exactly 0 passes no gradient, and a piece's gate is a product of N+2 of them, so once
-    the L0 term has closed a piece the KL constraint can never reopen it (measured: the extractor ended with
-    every piece masked and KL far above eps however large alpha grew). Through log p a closed gate receives
-    dKL/dz * (1 - p_k) per stack member, i.e. a unit-scale signal exactly where the reparameterised one
-    vanishes, and ~0 for open gates, where the usual path dominates. Forward values are DiffMask's."""
-    log_keep = torch.nn.functional.logsigmoid(keep_logits(logits)).sum(-1)
-    return gates + (log_keep - log_keep.detach())
-
-
-def make_extractor_optimizers(extractor: DiffMaskExtractor, lr: float, lr_alpha: float):
-    """Adam on gates + placeholder (constant LR, as DiffMask); plain SGD on alpha, ascended (gradient negated)
-    so that alpha moves in proportion to the constraint violation (see the module docstring)."""
-    gates = torch.optim.Adam(extractor.gate_parameters(), lr=lr)
-    alpha = torch.optim.SGD([extractor.alpha], lr=lr_alpha)
-    return gates, alpha
-
-
-def extractor_step(model: TaskModel, extractor: DiffMaskExtractor, batch: Batch, optimizers, eps: float,
-                   generator: torch.Generator | None = None, max_grad_norm: float = 1.0) -> dict:
-    """One L_phi step; call with the model frozen and in eval mode. Alpha ascends and stays in [0, 200]."""
-    opt_gates, opt_alpha = optimizers
-    loss, stats = extractor_loss(model, extractor, batch, eps, generator)
-    opt_gates.zero_grad(set_to_none=True)
-    opt_alpha.zero_grad(set_to_none=True)
-    loss.backward()
-    if extractor.alpha.grad is not None:
-        extractor.alpha.grad.neg_()  # maximise the Lagrangian w.r.t. alpha
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(extractor.gate_parameters(), max_grad_norm)
-    opt_gates.step()
-    opt_alpha.step()
-    with torch.no_grad():
-        extractor.alpha.clamp_(0.0, ALPHA_MAX)
-    stats["alpha"] = float(extractor.alpha.detach())
-    return stats
-
-
-def piece_scores(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor, mode: str) -> torch.Tensor:
-    """(B, L) extractor scores of the clean input (dropout off), zero on [CLS]/[SEP]/padding."""
-    with eval_mode(model):
-        reading = read_states(model, batch, extractor)
-    scores = gate_scores(extractor.gate_logits(reading), mode)
-    return scores * batch.real_mask.to(scores.dtype)
-
-
-def dm_alignment_loss(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor, mode: str) -> torch.Tensor:
+def dm_alignment_loss(model: AttributableModel, batch: Batch, extractor: DiffMaskExtractor, mode: str) -> torch.Tensor:
     """Eq. 7 on the frozen extractor's scores; differentiable w.r.t. theta through the states the gates read."""
     if not bool(((batch.rationale > 0) & batch.real_mask).any()):
         return zero_loss(batch.rationale)
     return dm_margin_loss(piece_scores(model, batch, extractor, mode), batch.rationale, batch.real_mask)
 
 
-def model_step(model: TaskModel, batch: Batch, extractor: DiffMaskExtractor, optimizer, scheduler,
-               alpha: float, mode: str, max_grad_norm: float = 1.0) -> dict:
-    """One L_task + alpha * L_int step on theta; call with the extractor frozen. Dropout stays on for L_task."""
-    model.train()
-    logits = model(batch)
-    l_task = model.task_loss(logits, batch)
-    loss = l_task
-    l_int = None
-    if alpha != 0:
-        l_int = dm_alignment_loss(model, batch, extractor, mode)
-        loss = l_task + alpha * l_int
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return {"l_task": float(l_task.detach()), "l_int": None if l_int is None else float(l_int.detach())}
-
-
 # -- options and the two registered methods -------------------------------------------------------------
-@dataclass
-class DMOptions:
-    gate: str = "input"
-    rounds: int = 10
-    extractor_epochs: int = 10
-    extractor_min_steps: int = 50
-    model_epochs_per_round: int = 2
-    lr_extractor: float = 1e-3
-    lr_alpha: float = 1.0
-    round_lr_decay: float = 1.0
-    reinit_extractor: bool = False
-    eps: float = 0.1
-    hidden_layer: int | None = None
-    score: str = "keep-prob"
-    test_curve: bool = True
-    # The warm-up (phase 1) is the baseline's task model: its own training settings, None = the row's.
-    warmup_lr: float | None = None
-    warmup_batch_size: int | None = None
-    warmup_max_epochs: int | None = None
-    warmup_patience: int | None = None
+@register_options
+@dataclass(frozen=True)
+class DMOptions(MethodOptions):
+    """The DiffMask methods' options. The names are the option keys (and flags); the properties below give the
+    schedule's readable names. The warm-up (phase 1) is the baseline's task model: its own training settings,
+    None = the row's."""
+
+    title = "DiffMask extractor (dm-*)"
+    family = "dm"
+
+    dm_gate: str = option("input", choices=GATES,
+                          help="mask the input word embeddings (gates read [h_0; h_i] of every layer) or one hidden layer")
+    dm_hidden_layer: int | None = option(
+        None, domain=Domain(int, 0, 1000),
+        help="layer whose input --dm-gate hidden masks (default: num_layers // 2, a fixed middle layer)")
+    rounds: int = option(10, domain=Domain(int, 1, 10000), only=("dm-multi-round",),
+                         help="dm-multi-round: rounds of (extractor, model) training")
+    extractor_epochs: int = option(10, domain=Domain(int, 0, 100000), help="extractor epochs per round (theta frozen)")
+    extractor_min_steps: int = option(50, domain=Domain(int, 0, 10**9),
+                                      help="a freshly built extractor trains at least this many steps (whole epochs)")
+    model_epochs_per_round: int = option(
+        2, domain=Domain(int, 1, 100000), only=("dm-multi-round",),
+        help="dm-multi-round: model epochs per round (dm-one-pass trains until early stopping)")
+    lr_extractor: float = option(1e-3, domain=Domain(float, 0, 10, low_open=True),
+                                 help="Adam LR of the gates and placeholder")
+    dm_lr_alpha: float = option(1.0, domain=Domain(float, 0, 1e6, low_open=True),
+                                help="gradient-ascent LR of the Lagrange multiplier")
+    round_lr_decay: float = option(1.0, domain=Domain(float, 0, 100, low_open=True),
+                                   help="round r (1-based) trains at LR * decay^(r-1), for the model and the extractor")
+    reinit_extractor: bool = option(False, kind=bool, help="a fresh extractor every round")
+    dm_eps: float = option(0.1, domain=Domain(float, 0, 1e6), help="KL tolerance of the masked prediction")
+    dm_score: str = option("keep-prob", choices=SCORES,
+                           help="scores for L_int/attribution: P(piece kept) (smooth) or the clamped test-time gate")
+    dm_no_test_curve: bool = option(
+        False, kind=bool, help="skip the per-round test evaluation (Fig. 4 curve); test is still scored at the end")
+    dm_warmup_lr: float | None = option(None, kind=float,
+                                        help="LR of the warm-up task model (default: --lr; grids set the baseline's)")
+    dm_warmup_batch_size: int | None = option(
+        None, kind=int, help="batch size of the warm-up (default: --batch-size; grids set the baseline's)")
+    dm_warmup_max_epochs: int | None = option(
+        None, kind=int, help="max epochs of the warm-up (default: --max-epochs; grids set the baseline's)")
+    dm_warmup_patience: int | None = option(
+        None, kind=int, help="early-stopping patience of the warm-up (default: --patience; grids set the baseline's)")
+
+    # The library is laxer than the CLI and grids in one place: dm_eps may be negative (tests force violations).
+    def validate(self) -> None:
+        super().validate()
+        for name in ("rounds", "model_epochs_per_round"):
+            if getattr(self, name) < 1:
+                raise OptionError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("extractor_epochs", "extractor_min_steps"):
+            if getattr(self, name) < 0:
+                raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.dm_eps):
+            raise OptionError("dm_eps", f"must be a finite number, got {self.dm_eps}")
+        if self.dm_hidden_layer is not None and self.dm_hidden_layer < 0:
+            raise OptionError("dm_hidden_layer", f"must be >= 0, got {self.dm_hidden_layer}")
+        for name in ("lr_extractor", "dm_lr_alpha", "round_lr_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise OptionError(name, f"must be > 0, got {value}")
+        for name in ("dm_warmup_lr", "dm_warmup_batch_size", "dm_warmup_max_epochs"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise OptionError(name, f"must be > 0, got {value}")
+        if self.dm_warmup_patience is not None and self.dm_warmup_patience < 0:
+            raise OptionError("dm_warmup_patience", f"must be >= 0, got {self.dm_warmup_patience}")
 
     @classmethod
     def from_options(cls, options: dict) -> DMOptions:
-        """Read the `uimer train` dests (absent keys keep their defaults; other families' keys are ignored)."""
-        d = cls()
+        """`from_dict` (kept for the callers that read DM options by this name)."""
+        return cls.from_dict(options)
 
-        def pick(key: str, default):
-            value = options.get(key)
-            return default if value is None else value
-
-        opts = cls(
-            gate=str(pick("dm_gate", d.gate)),
-            rounds=int(pick("rounds", d.rounds)),
-            extractor_epochs=int(pick("extractor_epochs", d.extractor_epochs)),
-            extractor_min_steps=int(pick("extractor_min_steps", d.extractor_min_steps)),
-            model_epochs_per_round=int(pick("model_epochs_per_round", d.model_epochs_per_round)),
-            lr_extractor=float(pick("lr_extractor", d.lr_extractor)),
-            lr_alpha=float(pick("dm_lr_alpha", d.lr_alpha)),
-            round_lr_decay=float(pick("round_lr_decay", d.round_lr_decay)),
-            reinit_extractor=bool(pick("reinit_extractor", d.reinit_extractor)),
-            eps=float(pick("dm_eps", d.eps)),
-            hidden_layer=None if options.get("dm_hidden_layer") is None else int(options["dm_hidden_layer"]),
-            score=str(pick("dm_score", d.score)),
-            test_curve=not bool(pick("dm_no_test_curve", False)),
-            warmup_lr=None if options.get("dm_warmup_lr") is None else float(options["dm_warmup_lr"]),
-            warmup_batch_size=None if options.get("dm_warmup_batch_size") is None
-            else int(options["dm_warmup_batch_size"]),
-            warmup_max_epochs=None if options.get("dm_warmup_max_epochs") is None
-            else int(options["dm_warmup_max_epochs"]),
-            warmup_patience=None if options.get("dm_warmup_patience") is None
-            else int(options["dm_warmup_patience"]),
-        )
-        if opts.gate not in GATES:
-            raise ConfigError(f"--dm-gate must be one of {', '.join(GATES)}, not {opts.gate!r}")
-        if opts.score not in SCORES:
-            raise ConfigError(f"--dm-score must be one of {', '.join(SCORES)}, not {opts.score!r}")
-        if opts.rounds < 1 or opts.model_epochs_per_round < 1 or opts.extractor_epochs < 0 or opts.extractor_min_steps < 0:
-            raise ConfigError("--rounds and --model-epochs-per-round must be >= 1, --extractor-epochs and "
-                              "--extractor-min-steps >= 0")
-        if not math.isfinite(opts.eps):  # the CLI and grids also require >= 0; tests force violations with < 0
-            raise ConfigError(f"--dm-eps must be a finite number, got {opts.eps}")
-        if opts.hidden_layer is not None and opts.hidden_layer < 0:
-            raise ConfigError(f"--dm-hidden-layer must be >= 0, got {opts.hidden_layer}")
-        if not all(math.isfinite(v) for v in (opts.lr_extractor, opts.lr_alpha, opts.round_lr_decay)) or \
-                opts.lr_extractor <= 0 or opts.lr_alpha <= 0 or opts.round_lr_decay <= 0:
-            raise ConfigError("--lr-extractor, --dm-lr-alpha and --round-lr-decay must be > 0")
-        for flag, value in (("--dm-warmup-lr", opts.warmup_lr), ("--dm-warmup-batch-size", opts.warmup_batch_size),
-                            ("--dm-warmup-max-epochs", opts.warmup_max_epochs)):
-            if value is not None and value <= 0:
-                raise ConfigError(f"{flag} must be > 0")
-        if opts.warmup_patience is not None and opts.warmup_patience < 0:
-            raise ConfigError("--dm-warmup-patience must be >= 0")
-        return opts
+    gate = property(lambda self: self.dm_gate)
+    hidden_layer = property(lambda self: self.dm_hidden_layer)
+    lr_alpha = property(lambda self: self.dm_lr_alpha)
+    eps = property(lambda self: self.dm_eps)
+    score = property(lambda self: self.dm_score)
+    test_curve = property(lambda self: not self.dm_no_test_curve)
+    warmup_lr = property(lambda self: self.dm_warmup_lr)
+    warmup_batch_size = property(lambda self: self.dm_warmup_batch_size)
+    warmup_max_epochs = property(lambda self: self.dm_warmup_max_epochs)
+    warmup_patience = property(lambda self: self.dm_warmup_patience)
 
     def warmup_overrides(self) -> dict:
         """TrainConfig fields the warm-up takes from the baseline instead of the DM row."""
         pairs = (("lr", self.warmup_lr), ("batch_size", self.warmup_batch_size),
                  ("max_epochs", self.warmup_max_epochs), ("patience", self.warmup_patience))
         return {name: value for name, value in pairs if value is not None}
-
-
-@register_cli_options("DiffMask extractor (dm-*)", family="dm",
-                      only={"rounds": ("dm-multi-round",), "model_epochs_per_round": ("dm-multi-round",)})
-def _dm_cli(group) -> None:
-    group.add_argument("--dm-gate", choices=GATES, default="input",
-                       help="mask the input word embeddings (gates read [h_0; h_i] of every layer) or one hidden layer")
-    group.add_argument("--dm-hidden-layer", type=Domain(int, 0, 1000), default=None,
-                       help="layer whose input --dm-gate hidden masks (default: num_layers // 2, a fixed middle layer)")
-    group.add_argument("--rounds", type=Domain(int, 1, 10000), default=10, help="dm-multi-round: rounds of (extractor, model) training")
-    group.add_argument("--extractor-epochs", type=Domain(int, 0, 100000), default=10, help="extractor epochs per round (theta frozen)")
-    group.add_argument("--extractor-min-steps", type=Domain(int, 0, 10**9), default=50,
-                       help="a freshly built extractor trains at least this many steps (whole epochs)")
-    group.add_argument("--model-epochs-per-round", type=Domain(int, 1, 100000), default=2,
-                       help="dm-multi-round: model epochs per round (dm-one-pass trains until early stopping)")
-    group.add_argument("--lr-extractor", type=Domain(float, 0, 10, low_open=True), default=1e-3, help="Adam LR of the gates and placeholder")
-    group.add_argument("--dm-lr-alpha", type=Domain(float, 0, 1e6, low_open=True), default=1.0, help="gradient-ascent LR of the Lagrange multiplier")
-    group.add_argument("--round-lr-decay", type=Domain(float, 0, 100, low_open=True), default=1.0,
-                       help="round r (1-based) trains at LR * decay^(r-1), for the model and the extractor")
-    group.add_argument("--reinit-extractor", action="store_true", help="a fresh extractor every round")
-    group.add_argument("--dm-eps", type=Domain(float, 0, 1e6), default=0.1, help="KL tolerance of the masked prediction")
-    group.add_argument("--dm-score", choices=SCORES, default="keep-prob",
-                       help="scores for L_int/attribution: P(piece kept) (smooth) or the clamped test-time gate")
-    group.add_argument("--dm-no-test-curve", action="store_true",
-                       help="skip the per-round test evaluation (Fig. 4 curve); test is still scored at the end")
-    group.add_argument("--dm-warmup-lr", type=float, default=None,
-                       help="LR of the warm-up task model (default: --lr; grids set the baseline's)")
-    group.add_argument("--dm-warmup-batch-size", type=int, default=None,
-                       help="batch size of the warm-up (default: --batch-size; grids set the baseline's)")
-    group.add_argument("--dm-warmup-max-epochs", type=int, default=None,
-                       help="max epochs of the warm-up (default: --max-epochs; grids set the baseline's)")
-    group.add_argument("--dm-warmup-patience", type=int, default=None,
-                       help="early-stopping patience of the warm-up (default: --patience; grids set the baseline's)")
 
 
 class DiffMaskMethod(InterpretationMethod):
@@ -588,7 +228,9 @@ class DiffMaskMethod(InterpretationMethod):
     version = "2"
 
     family = "dm"
-    owns_schedule: ClassVar[bool] = True
+    options_class = DMOptions
+    unit = "P(piece kept)"
+    schedule: ClassVar[str] = "diffmask"
     multi_round: ClassVar[bool] = False
 
     def __init__(self, options: dict | None = None):
@@ -596,55 +238,61 @@ class DiffMaskMethod(InterpretationMethod):
         self.dm = DMOptions.from_options(self.options)
         self.extractor: DiffMaskExtractor | None = None
         self._mask_embedding: torch.Tensor | None = None
+        self._setup: MethodSetup | None = None
 
     # -- hooks -------------------------------------------------------------------------------------------
-    def prepare(self, context: TrainingContext) -> None:
-        """Check the gate fits the encoder (before the warm-up, not after it) and capture the *pretrained*
-        [MASK] embedding before any fine-tuning (the input gate's placeholder)."""
+    def prepare(self, setup: MethodSetup) -> None:
+        """Check the gate fits the encoder (before the warm-up, not after it), capture the *pretrained* [MASK]
+        embedding before any fine-tuning (the input gate's placeholder), and keep the setup: extractors are
+        built from it, for the model as it is then."""
         self.extractor = None
+        self._setup = setup
         if self.dm.gate == "hidden":
-            layers = len(encoder_layers(context.model.encoder))
+            layers = len(encoder_layers(setup.model.encoder))
             if self.dm.hidden_layer is not None and not 0 <= self.dm.hidden_layer < layers:
                 raise ConfigError(f"--dm-hidden-layer must be in 0..{layers - 1} for this encoder")
-        self._mask_embedding = self._mask_row(context.model, context.tokenizer)
+        self._mask_embedding = self._mask_row(setup.model, setup.tokenizer)
 
     @staticmethod
-    def _mask_row(model: TaskModel, tokenizer) -> torch.Tensor:
+    def _mask_row(model: AttributableModel, tokenizer) -> torch.Tensor:
         table = model.encoder.get_input_embeddings().weight
         mask_id = getattr(tokenizer, "mask_token_id", None)
         if mask_id is None:
             return table.detach().mean(0).clone()  # no [MASK]: the average word embedding
         return table.detach()[mask_id].clone()
 
-    def build_extractor(self, context: TrainingContext, round_index: int = 1) -> DiffMaskExtractor:
-        """A fresh extractor for the current model, initialised deterministically from (seed, round)."""
-        model = context.model
-        config = model.encoder.config
+    def build_extractor(self, round_index: int = 1, setup: MethodSetup | None = None) -> DiffMaskExtractor:
+        """A fresh extractor for the prepared model as it is now, initialised deterministically from (seed, round);
+        `setup` replaces the one `prepare` kept (another view of the model, or other training examples)."""
+        setup = setup if setup is not None else self._setup
+        if setup is None:
+            raise RuntimeError(f"{self.name}: call prepare(MethodSetup(...)) before building an extractor")
+        config = setup.model.encoder.config
         hidden_size, num_layers = int(config.hidden_size), int(config.num_hidden_layers)
-        generator = torch.Generator().manual_seed((context.seed * 1_000_003 + round_index) ^ _INIT_SALT)
+        generator = torch.Generator().manual_seed((setup.seed * 1_000_003 + round_index) ^ _INIT_SALT)
         if self.dm.gate == "input":
             placeholder = self._mask_embedding
             if placeholder is None:
-                placeholder = self._mask_row(model, context.tokenizer)
+                placeholder = self._mask_row(setup.model, setup.tokenizer)
         else:
             placeholder = torch.zeros(hidden_size)
         extractor = DiffMaskExtractor(self.dm.gate, hidden_size, num_layers, placeholder.cpu(),
-                                      self.dm.hidden_layer, generator).to(context.device)
+                                      self.dm.hidden_layer, generator).to(setup.device)
         if self.dm.gate == "hidden":
-            extractor.placeholder.data.copy_(self._mean_hidden_state(context, extractor))
+            extractor.placeholder.data.copy_(self._mean_hidden_state(setup, extractor))
         return extractor
 
     @staticmethod
-    def _mean_hidden_state(context: TrainingContext, extractor: DiffMaskExtractor) -> torch.Tensor:
-        model, train = context.model, context.train
+    def _mean_hidden_state(setup: MethodSetup, extractor: DiffMaskExtractor) -> torch.Tensor:
+        model, train = setup.model, setup.train
         count = min(len(train), PLACEHOLDER_EXAMPLES)
         if count == 0:
             return extractor.placeholder.detach().clone()
-        total = torch.zeros(extractor.hidden_size, device=context.device)
-        pieces = torch.zeros((), device=context.device)
+        total = torch.zeros(extractor.hidden_size, device=setup.device)
+        pieces = torch.zeros((), device=setup.device)
         with torch.no_grad(), eval_mode(model):
-            for batch in train.batches(context.config.eval_batch_size, range(count)):
-                batch = batch.to(context.device)
+            for batch in train.batches(setup.batch_size, range(count)):
+                batch = batch.to(setup.device)
                 reading = read_states(model, batch, extractor)
                 real = batch.real_mask.to(reading.target.dtype).unsqueeze(-1)
                 total += (reading.target * real).sum((0, 1))
@@ -656,7 +304,7 @@ class DiffMaskMethod(InterpretationMethod):
         return torch.Generator(device=device).manual_seed((seed ^ _NOISE_SALT) & 0x7FFF_FFFF_FFFF_FFFF)
 
     # -- the interface ------------------------------------------------------------------------------------
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """The trained extractor's scores per piece (zero on non-real); deterministic, no RNG consumed."""
         if self.extractor is None:
             raise RuntimeError("the DiffMask extractor is not trained yet; run the schedule (or load one) first")
@@ -670,36 +318,6 @@ class DiffMaskMethod(InterpretationMethod):
             return zero_loss(logits)
         with frozen(self.extractor):
             return dm_alignment_loss(model, batch, self.extractor, self.dm.score)
-
-    def run_schedule(self, context: TrainingContext) -> SeedResult:
-        from uimer.training.schedules import run_dm_schedule
-
-        return run_dm_schedule(context, self, multi_round=self.multi_round)
-
-    def benchmark_steps(self, context: TrainingContext) -> dict[str, Callable[[], None]]:
-        """One training step of each phase on a fixed batch (the first training batch), for step-cost benchmarks."""
-        from uimer.training.trainer import make_optimizer
-
-        model, config, device = context.model, context.config, context.device
-        if self._mask_embedding is None:
-            self._mask_embedding = self._mask_row(model, context.tokenizer)
-        extractor = self.extractor if self.extractor is not None else self.build_extractor(context, 1)
-        self.extractor = extractor
-        batch = next(iter(context.train.batches(config.batch_size))).to(device)
-        ext_opts = make_extractor_optimizers(extractor, self.dm.lr_extractor, self.dm.lr_alpha)
-        optimizer, scheduler = make_optimizer(model, model.named_parameters(), config, 10**6)
-        generator = self.noise_generator(context.seed, device)
-
-        def dm_extractor_step() -> None:
-            with frozen(model), eval_mode(model):
-                extractor_step(model, extractor, batch, ext_opts, self.dm.eps, generator, config.max_grad_norm)
-
-        def dm_model_step() -> None:
-            with frozen(extractor):
-                model_step(model, batch, extractor, optimizer, scheduler, config.alpha, self.dm.score,
-                           config.max_grad_norm)
-
-        return {"dm-extractor-step": dm_extractor_step, "dm-model-step": dm_model_step}
 
 
 @register_method("dm-one-pass", "dm", "UIMER-DM: warm-up, train the DiffMask extractor, then the model with L_int")

@@ -39,23 +39,21 @@ Design decisions (vs. the reference code, see the reference digest §4 and §9 i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from uimer.data.encoding import Batch
-from uimer.errors import ConfigError
 from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
-    register_cli_options,
+    MethodSetup,
     register_method,
     zero_loss,
 )
-
-if TYPE_CHECKING:
-    from uimer.models.task_model import TaskModel
-    from uimer.training.trainer import TrainingContext
+from uimer.interpret.options import MethodOptions, option, register_options
+from uimer.models.protocol import AttributableModel
 
 HUANG_VARIANTS = ("base", "gate", "order", "gate-order")
 GHAEINI_SALIENCIES = ("grad-x-input", "grad-sum")
@@ -162,12 +160,18 @@ def huang_loss(
     return huang_reduce(variant, terms)
 
 
-@register_cli_options("UIMER-GB (gradient-based methods)", family="gb", only={"ghaeini_saliency": ("gb-ghaeini",)})
-def add_gb_options(group) -> None:
-    group.add_argument(
-        "--ghaeini-saliency", choices=GHAEINI_SALIENCIES, default=GHAEINI_SALIENCIES[0],
+@register_options
+@dataclass(frozen=True)
+class GBOptions(MethodOptions):
+    """The gradient-based methods' options."""
+
+    title = "UIMER-GB (gradient-based methods)"
+    family = "gb"
+
+    ghaeini_saliency: str = option(
+        GHAEINI_SALIENCIES[0], choices=GHAEINI_SALIENCIES, only=("gb-ghaeini",),
         help="gb-ghaeini attribution: gradient x input (default), or the paper's plain sum of gradients over "
-        "embedding dimensions, which is identically 0 when LayerNorm follows the embeddings (BERT, MiniLM)",
+             "embedding dimensions, which is identically 0 when LayerNorm follows the embeddings (BERT, MiniLM)",
     )
 
 
@@ -176,9 +180,11 @@ class GradientMethod(InterpretationMethod):
     """Shared machinery: per-example input gradients of an objective, taken through a given forward."""
 
     family = "gb"
+    options_class = GBOptions
+    unit = "normalised |gradient|"
     needs_double_backward = True
 
-    def objective(self, model: TaskModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         """(B,) the per-example quantity whose input gradient is the explanation."""
         raise NotImplementedError
 
@@ -187,14 +193,14 @@ class GradientMethod(InterpretationMethod):
         raise NotImplementedError
 
     def scores_through(
-        self, model: TaskModel, batch: Batch, logits: torch.Tensor, inputs_embeds: torch.Tensor, create_graph: bool
+        self, model: AttributableModel, batch: Batch, logits: torch.Tensor, inputs_embeds: torch.Tensor, create_graph: bool
     ) -> torch.Tensor:
         """Scores from a forward that already ran on `inputs_embeds` (one backward for the whole batch)."""
         total = self.objective(model, batch, logits).sum()
         (grad,) = torch.autograd.grad(total, inputs_embeds, create_graph=create_graph)
         return self.scores_from_gradient(grad, inputs_embeds, batch)
 
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
         """A separate attribution pass, run without dropout and inside a forked RNG.
 
         Neither the dropout state of training nor the model's train/eval mode changes. With `create_graph`
@@ -221,7 +227,7 @@ class GradientMethod(InterpretationMethod):
 
     def alignment_loss(
         self,
-        model: TaskModel,
+        model: AttributableModel,
         batch: Batch,
         logits: torch.Tensor,
         task_loss: torch.Tensor,
@@ -250,15 +256,14 @@ class Ghaeini(GradientMethod):
     """
 
     name = "gb-ghaeini"
+    unit = "gradient × input"
 
-    def objective(self, model: TaskModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         return model.gold_score(logits, batch)
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        self.saliency = self.options.get("ghaeini_saliency") or GHAEINI_SALIENCIES[0]
-        if self.saliency not in GHAEINI_SALIENCIES:
-            raise ConfigError(f"ghaeini_saliency must be one of {GHAEINI_SALIENCIES}, not {self.saliency!r}")
+        self.saliency = GBOptions.from_dict(self.options).ghaeini_saliency
 
     def scores_from_gradient(self, grad: torch.Tensor, inputs_embeds: torch.Tensor, batch: Batch) -> torch.Tensor:
         per_dim = grad * inputs_embeds if self.saliency == "grad-x-input" else grad
@@ -280,9 +285,9 @@ class Huang(GradientMethod):
         super().__init__(options)
         self.generator = torch.Generator().manual_seed(_GATE_SEED_SALT)
 
-    def prepare(self, context: TrainingContext) -> None:
+    def prepare(self, setup: MethodSetup) -> None:
         """Seed the gate's own generator from the run seed (reproducible, independent of dropout draws)."""
-        self.generator = torch.Generator().manual_seed((int(context.seed) * 1_000_003 + _GATE_SEED_SALT) % 2**63)
+        self.generator = torch.Generator().manual_seed((int(setup.seed) * 1_000_003 + _GATE_SEED_SALT) % 2**63)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -291,7 +296,7 @@ class Huang(GradientMethod):
         if "generator" in state:
             self.generator.set_state(state["generator"])
 
-    def objective(self, model: TaskModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    def objective(self, model: AttributableModel, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         return -model.gold_log_prob(logits, batch)  # cross-entropy, or the CRF negative log-likelihood
 
     def scores_from_gradient(self, grad: torch.Tensor, inputs_embeds: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -9,12 +9,12 @@ with as many non-rationale pieces replaced (`uimer.interpret.replacement`). With
 
 and a_N - a_R = LO(m_R) - LO(m_N), so the loss needs no p(y|x). p(y|x') is the gold-class probability
 (intent, NLI) or the CRF probability of the whole gold tag sequence (slots), always taken as a log
-probability from `TaskModel.gold_log_prob`.
+probability from `AttributableModel.gold_log_prob`.
 
 Numerics (the reference's m could round to >= 1 and crash with NaN, digest §5.3): everything stays in log
 space, log m = logsumexp_r(log q_r + log p_r). Classification and NLI also get 1 - m exactly,
 log(1 - m) = logsumexp_r(log q_r + log(1 - p_r)) with log(1 - p) = logsumexp(other logits) - logsumexp(all)
-(`TaskModel.gold_log_complement`), so LO(m) never saturates: for one sentence it is the gold logit's margin
+(`AttributableModel.gold_log_complement`), so LO(m) never saturates: for one sentence it is the gold logit's margin
 over the other classes, in bits, with a gradient of 1/ln 2 however confident the model is. (Before issue 29,
 log(1 - m) was log(-expm1(log m)) with log m capped at log(1 - 1e-7): once the model was confident -- p
 within 1e-7 of 1, which few-shot training reaches within a few epochs -- the cap made LO constant and L_int's
@@ -36,23 +36,25 @@ epoch with `--im-resample epoch`) and looked up by `Batch.index`, so a step only
 from __future__ import annotations
 
 import math
-from dataclasses import fields, replace
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from uimer.checks import Domain
-from uimer.data.encoding import Batch, EncodedSplit
+from uimer.data.encoding import Batch
 from uimer.errors import ConfigError
 from uimer.interpret.base import (
     Attribution,
     InterpretationMethod,
-    register_cli_options,
+    MethodSetup,
     register_method,
     zero_loss,
 )
+from uimer.interpret.options import MethodOptions, OptionError, option, register_options
 from uimer.interpret.replacement import (
+    MIN_Q,
     MaskProposer,
     MLMProposer,
     PriorProposer,
@@ -66,12 +68,12 @@ from uimer.interpret.replacement import (
     special_ids,
     unigram_prior,
 )
-
-if TYPE_CHECKING:
-    from uimer.models.task_model import TaskModel
-    from uimer.training.trainer import TrainingContext
+from uimer.interpret.words import chunked, index_batch, word_membership, words_to_pieces
+from uimer.models.protocol import AttributableModel
 
 LN2 = math.log(2.0)
+EVAL_CHUNK = 512  # replaced sentences per forward when scoring units (evaluation's batches, not training's)
+_PER_UNIT_SALT = 0x3E7A_11ED  # the per-unit proposals' own stream (the value evaluation used before)
 DEFAULT_K = 2  # the reference README's replace_repeat
 DEFAULT_MARGIN = 1.0  # paper Table 6, 1-shot intent, +Uniform and +MASK (no warm-up)
 DEFAULT_FRACTION = 0.3  # the reference's max_rationale_percentage
@@ -114,16 +116,11 @@ def margin_loss(lo_r: torch.Tensor, lo_n: torch.Tensor, margin: float) -> torch.
     return torch.relu(lo_r - lo_n + margin).mean()
 
 
-def index_batch(batch: Batch, rows: torch.Tensor) -> Batch:
-    """The batch's examples `rows` (repeats allowed), every field gathered the same way."""
-    return Batch(**{f.name: getattr(batch, f.name).index_select(0, rows) for f in fields(batch)})
-
-
 def _slice_batch(batch: Batch, start: int, stop: int) -> Batch:
     return Batch(**{f.name: getattr(batch, f.name)[start:stop] for f in fields(batch)})
 
 
-def _gold_log_probs(model: TaskModel, batch: Batch) -> torch.Tensor:
+def _gold_log_probs(model: AttributableModel, batch: Batch) -> torch.Tensor:
     """(N, 2) log p and log(1 - p) of the gold output, or (N, 1) log p where the complement is not exact."""
     logits = model(batch)
     log_p = model.gold_log_prob(logits, batch)
@@ -136,12 +133,49 @@ def _split(pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     return pair[:, 0], (pair[:, 1] if pair.shape[1] > 1 else None)
 
 
-def _option(options: dict, key: str, default):
-    value = options.get(key)
-    return default if value is None else value
-
-
 # -- the method ------------------------------------------------------------------------------------------
+@register_options
+@dataclass(frozen=True)
+class IMOptions(MethodOptions):
+    """The input-marginalization methods' options."""
+
+    title = "input marginalization (im-*)"
+    family = "im"
+
+    im_k: int = option(DEFAULT_K, domain=Domain(int, 1, 10000), metavar="K",
+                       help=f"replaced sentences per side, |S^R| = |S^N| (default {DEFAULT_K}; im-mask uses 1)")
+    margin: float = option(DEFAULT_MARGIN, domain=Domain(float, 0, 1e6), metavar="EPS",
+                           help=f"epsilon of max(a_N - a_R + eps, 0), in bits (default {DEFAULT_MARGIN})")
+    max_rationale_fraction: float | None = option(
+        None, domain=Domain(float, 0, 1, low_open=True), metavar="F",
+        help="replace at most max(1, floor(F*L)) rationale pieces and as many non-rationale "
+             f"ones (default {DEFAULT_FRACTION}; im-mask: no cap unless given)")
+    im_resample: str = option("never", choices=RESAMPLE_CHOICES,
+                              help="draw replacement sets once per seed (the reference) or afresh every epoch")
+    mlm: str | None = option(None, only=("im-mlm",), metavar="NAME_OR_PATH",
+                             help="masked LM for im-mlm, sharing the encoder's tokenizer (see `uimer mlm train`)")
+    log_odds_floor: float = option(
+        DEFAULT_FLOOR_BITS, domain=Domain(float, -1000, 0, high_open=True), metavar="BITS",
+        help=f"clamp p and m to >= 2^BITS so p = 0 stays finite (default {DEFAULT_FLOOR_BITS:g}, "
+             "~1e-25 as the reference); m is also capped at 1 - 1e-7")
+    im_chunk: int = option(0, domain=Domain(int, 0, 1 << 20), metavar="ROWS",
+                           help="run the replaced sentences in checkpointed chunks of ROWS to bound memory "
+                                "(default 0: one forward)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.im_k < 1:
+            raise OptionError("im_k", f"must be >= 1, got {self.im_k}")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise OptionError("margin", f"must be >= 0, got {self.margin}")
+        if self.max_rationale_fraction is not None and not 0 < self.max_rationale_fraction <= 1:
+            raise OptionError("max_rationale_fraction", f"must be in (0, 1], got {self.max_rationale_fraction}")
+        if not self.log_odds_floor < 0:
+            raise OptionError("log_odds_floor", f"must be negative (bits), got {self.log_odds_floor}")
+        if self.im_chunk < 0:
+            raise OptionError("im_chunk", f"must be >= 0, got {self.im_chunk}")
+
+
 class InputMarginalization(InterpretationMethod):
     """UIMER-IM with one replacement strategy (set by the registered subclasses)."""
 
@@ -154,33 +188,22 @@ class InputMarginalization(InterpretationMethod):
         return "1" if task == "snips-slot" else cls.version
 
     family = "im"
+    options_class = IMOptions
+    unit = "bits (log-odds drop, word replaced)"
     strategy: ClassVar[str] = ""
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        o = self.options
-        self.k = 1 if self.strategy == "mask" else int(_option(o, "im_k", DEFAULT_K))
-        self.margin = float(_option(o, "margin", DEFAULT_MARGIN))
+        o = IMOptions.from_dict(self.options)
+        self.k = 1 if self.strategy == "mask" else o.im_k
+        self.margin = o.margin
         # The reference's mask strategy replaces every rationale piece (no cap); an explicit value applies.
         default_fraction = None if self.strategy == "mask" else DEFAULT_FRACTION
-        fraction = _option(o, "max_rationale_fraction", default_fraction)
-        self.fraction = None if fraction is None else float(fraction)
-        self.resample = str(_option(o, "im_resample", "never"))
-        self.mlm_name = o.get("mlm")
-        self.floor_bits = float(_option(o, "log_odds_floor", DEFAULT_FLOOR_BITS))
-        self.chunk = int(_option(o, "im_chunk", 0))
-        if self.k < 1:
-            raise ConfigError(f"--im-k must be >= 1, got {self.k}")
-        if not (math.isfinite(self.margin) and self.margin >= 0):
-            raise ConfigError(f"--margin must be >= 0, got {self.margin}")
-        if self.fraction is not None and not 0 < self.fraction <= 1:
-            raise ConfigError(f"--max-rationale-fraction must be in (0, 1], got {self.fraction}")
-        if self.resample not in RESAMPLE_CHOICES:
-            raise ConfigError(f"--im-resample must be one of {RESAMPLE_CHOICES}, got {self.resample!r}")
-        if not self.floor_bits < 0:
-            raise ConfigError(f"--log-odds-floor must be negative (bits), got {self.floor_bits}")
-        if self.chunk < 0:
-            raise ConfigError(f"--im-chunk must be >= 0, got {self.chunk}")
+        self.fraction = default_fraction if o.max_rationale_fraction is None else o.max_rationale_fraction
+        self.resample = o.im_resample
+        self.mlm_name = o.mlm
+        self.floor_bits = o.log_odds_floor
+        self.chunk = o.im_chunk
         self.seed = 0
         self.device = torch.device("cpu")
         self.proposer: Proposer | None = None  # for batches outside the training split
@@ -190,27 +213,24 @@ class InputMarginalization(InterpretationMethod):
         self._generator: torch.Generator | None = None
 
     # -- preparation -------------------------------------------------------------------------------
-    def prepare(self, context: TrainingContext) -> None:
-        # Loading an MLM or drawing sets must not shift the global RNG the training run uses afterwards.
-        with torch.random.fork_rng(devices=_rng_devices(context.device)):
-            self.setup(context.tokenizer, context.train, context.seed, context.device, context.model)
+    def prepare(self, setup: MethodSetup) -> None:
+        """Build the proposer and the training split's replacement sets; loading an MLM or drawing the sets
+        never shifts the global RNG the training run (or an explanation) uses afterwards."""
+        with torch.random.fork_rng(devices=_rng_devices(setup.device)):
+            self.seed = int(setup.seed)
+            self.device = torch.device(setup.device)
+            train = setup.train
+            self._train = train.collate(list(range(len(train)))) if len(train) else None
+            self.proposer = self._make_proposer(setup.tokenizer, _embedding_rows(setup.model))
+            self._train_proposer = self.proposer
+            if self.strategy == "mlm" and self.resample == "epoch" and self._train is not None:
+                t = self._train  # the MLM's proposals do not change between epochs; only the positions do
+                self._train_proposer = TableProposer.precompute(
+                    self.proposer, t.input_ids, t.attention_mask, t.token_type_ids, t.real_mask, torch.Generator())
+            self._generator = torch.Generator().manual_seed(derive_seed(self.seed, _TRAIN_SALT))
+            self._regenerate()
 
-    def setup(self, tokenizer, train: EncodedSplit, seed: int, device: torch.device | str = "cpu",
-              model: torch.nn.Module | None = None) -> None:
-        """Build the proposer and the training split's replacement sets (what `prepare` does)."""
-        self.seed = int(seed)
-        self.device = torch.device(device)
-        self._train = train.collate(list(range(len(train)))) if len(train) else None
-        self.proposer = self._make_proposer(tokenizer, _embedding_rows(model))
-        self._train_proposer = self.proposer
-        if self.strategy == "mlm" and self.resample == "epoch" and self._train is not None:
-            t = self._train  # the MLM's proposals do not change between epochs; only the positions do
-            self._train_proposer = TableProposer.precompute(
-                self.proposer, t.input_ids, t.attention_mask, t.token_type_ids, t.real_mask, torch.Generator())
-        self._generator = torch.Generator().manual_seed(derive_seed(self.seed, _TRAIN_SALT))
-        self._regenerate()
-
-    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int) -> None:
         if self.resample == "epoch" and epoch > 0:
             self._regenerate()
 
@@ -272,7 +292,7 @@ class InputMarginalization(InterpretationMethod):
     def _fresh_sets(self, batch: Batch) -> ReplacementSets:
         """Sets for a batch outside the training split; the same batch always gets the same sets."""
         if self.proposer is None:
-            raise RuntimeError(f"{self.name}: call prepare(context) (or setup(...)) before using the method")
+            raise RuntimeError(f"{self.name}: call prepare(MethodSetup(...)) before using the method")
         b = batch.to("cpu")
         generator = torch.Generator().manual_seed(derive_seed(self.seed, _FRESH_SALT))
         sets = build_replacement_sets(b.input_ids, b.attention_mask, b.token_type_ids, b.real_mask, b.rationale,
@@ -294,7 +314,7 @@ class InputMarginalization(InterpretationMethod):
         return sets.input_ids[take, :, :, :length].to(device), sets.log_q[take].to(device), rows.to(device)
 
     # -- scores -------------------------------------------------------------------------------------
-    def marginal_log_odds(self, model: TaskModel, batch: Batch, ids: torch.Tensor, log_q: torch.Tensor,
+    def marginal_log_odds(self, model: AttributableModel, batch: Batch, ids: torch.Tensor, log_q: torch.Tensor,
                           rows: torch.Tensor) -> torch.Tensor:
         """(n, 2): LO(m_R), LO(m_N) for the batch rows `rows`, all 2K sentences each in one forward."""
         n, sides, k, length = ids.shape
@@ -305,7 +325,7 @@ class InputMarginalization(InterpretationMethod):
         log_1mp = None if log_1mp is None else log_1mp.view(n, sides, k)
         return gold_log_odds(log_q.to(log_p.dtype), log_p, log_1mp, self.floor_bits)
 
-    def _rows_log_prob(self, model: TaskModel, batch: Batch) -> torch.Tensor:
+    def _rows_log_prob(self, model: AttributableModel, batch: Batch) -> torch.Tensor:
         """(N, 2) log p, log(1 - p) per replaced sentence ((N, 1) for the CRF), chunked if asked."""
         total = batch.size
         if self.chunk <= 0 or total <= self.chunk:
@@ -319,8 +339,31 @@ class InputMarginalization(InterpretationMethod):
                 parts.append(_gold_log_probs(model, part))
         return torch.cat(parts)
 
-    def attribute(self, model: TaskModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
-        """a_R, a_N per example (log2 odds); `valid` marks examples with both sides. RNG-neutral."""
+    def attribute(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False,
+                  word_ids: torch.Tensor | None = None, n_words: int | None = None) -> Attribution:
+        """Per unit, a word when `word_ids` are given and else a word piece: LO(p) - LO(m) in bits, m the
+        q-weighted marginal over the unit replaced by the strategy's proposals (Eq. 4 for a single unit); every
+        piece carries its unit's score. And a_R, a_N per example: Eq. 4 over the rationale and over the
+        rest (`valid` marks the examples with both). Deterministic and RNG-neutral."""
+        a_r, a_n, valid = self._multi_token(model, batch, create_graph)
+        if word_ids is None:
+            positions = torch.arange(batch.input_ids.shape[1], device=batch.input_ids.device)
+            units = torch.where(batch.real_mask, positions.expand_as(batch.input_ids), -1)
+            n_units = batch.input_ids.shape[1]
+        else:
+            units, n_units = word_ids.to(batch.input_ids.device), int(n_words if n_words is not None else 0)
+        with torch.random.fork_rng(devices=_rng_devices(batch.input_ids.device)), \
+                torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            unit_scores = self._unit_scores(model, batch, units, n_units)
+        return Attribution(scores=words_to_pieces(unit_scores, units), a_r=a_r, a_n=a_n, valid=valid,
+                           words=unit_scores if word_ids is not None else None)
+
+    def piece_attribution(self, model: AttributableModel, batch: Batch, *, create_graph: bool = False) -> Attribution:
+        return self.attribute(model, batch, create_graph=create_graph)
+
+    def _multi_token(self, model: AttributableModel, batch: Batch,
+                     create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """a_R, a_N (log2 odds drops, Eq. 4) and which examples have both sides."""
         size = batch.size
         with torch.random.fork_rng(devices=_rng_devices(batch.input_ids.device)), torch.set_grad_enabled(create_graph):
             ids, log_q, rows = self.replacements(batch)
@@ -336,9 +379,48 @@ class InputMarginalization(InterpretationMethod):
                 a_n = a_n.index_put((rows,), lo_p[rows] - lo[:, 1])
         valid = torch.zeros(size, dtype=torch.bool, device=batch.input_ids.device)
         valid[rows] = True
-        return Attribution(a_r=a_r, a_n=a_n, valid=valid)
+        return a_r, a_n, valid
 
-    def alignment_loss(self, model: TaskModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor,
+    def _unit_scores(self, model: AttributableModel, batch: Batch, unit_ids: torch.Tensor, n_units: int,
+                     chunk: int = EVAL_CHUNK) -> torch.Tensor:
+        """(B, U) LO(p) - LO(m) in bits per unit (a word, or a piece), the target being `batch.labels`/`tags`;
+        -inf for absent units. Proposals come from the method's own generator, seeded from its seed."""
+        proposer = self.proposer
+        if proposer is None:
+            raise RuntimeError(f"{self.name}: call prepare(MethodSetup(...)) before attributing")
+        device = batch.input_ids.device
+        cpu = batch.to("cpu")
+        unit_ids = unit_ids.to("cpu")
+        real = cpu.real_mask & (unit_ids >= 0)
+        k = proposer.k
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, _PER_UNIT_SALT))
+        proposals, weights_flat = proposer.propose(cpu.input_ids, cpu.attention_mask, cpu.token_type_ids, real,
+                                                   generator)
+        b, length = cpu.input_ids.shape
+        candidates = cpu.input_ids.unsqueeze(-1).expand(b, length, k).clone()
+        weights = torch.zeros(b, length, k)
+        candidates[real] = proposals.to(torch.long)
+        weights[real] = weights_flat.float()
+        member = word_membership(unit_ids, n_units) & real.unsqueeze(1)  # (B, U, L)
+        rows, units = member.any(-1).nonzero(as_tuple=True)
+        scores = torch.full((b, n_units), -math.inf)
+        if rows.numel() == 0:
+            return scores.to(device)
+        chosen = member[rows, units]  # (n, L)
+        replaced = torch.where(chosen.unsqueeze(1), candidates[rows].permute(0, 2, 1), cpu.input_ids[rows].unsqueeze(1))
+        q = torch.einsum("nl,nlk->nk", chosen.float(), weights[rows]) / chosen.sum(1, keepdim=True)
+        log_q = q.clamp_min(MIN_Q).log()
+        n = rows.numel()
+        perturbed = index_batch(batch, rows.to(device).repeat_interleave(k))
+        perturbed = replace(perturbed, input_ids=replaced.reshape(n * k, length).to(device))
+        log_p = chunked(lambda part: model.gold_log_prob(model(part), part), perturbed, chunk).view(n, k).cpu()
+        floor = self.floor_bits
+        lo_m = log2_odds(log_marginal(log_q, log_p, floor), floor)
+        lo_x = log2_odds(model.gold_log_prob(model(batch), batch).cpu(), floor)
+        scores[rows, units] = lo_x[rows] - lo_m
+        return scores.to(device)
+
+    def alignment_loss(self, model: AttributableModel, batch: Batch, logits: torch.Tensor, task_loss: torch.Tensor,
                        inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         ids, log_q, rows = self.replacements(batch)
         if rows.numel() == 0:
@@ -388,22 +470,3 @@ class IMUniform(InputMarginalization):
     strategy = "uniform"
 
 
-@register_cli_options("input marginalization (im-*)", family="im", only={"mlm": ("im-mlm",)})
-def add_im_options(group) -> None:
-    group.add_argument("--im-k", type=Domain(int, 1, 10000), default=DEFAULT_K, metavar="K",
-                       help=f"replaced sentences per side, |S^R| = |S^N| (default {DEFAULT_K}; im-mask uses 1)")
-    group.add_argument("--margin", type=Domain(float, 0, 1e6), default=DEFAULT_MARGIN, metavar="EPS",
-                       help=f"epsilon of max(a_N - a_R + eps, 0), in bits (default {DEFAULT_MARGIN})")
-    group.add_argument("--max-rationale-fraction", type=Domain(float, 0, 1, low_open=True), default=None, metavar="F",
-                       help="replace at most max(1, floor(F*L)) rationale pieces and as many non-rationale "
-                            f"ones (default {DEFAULT_FRACTION}; im-mask: no cap unless given)")
-    group.add_argument("--im-resample", choices=RESAMPLE_CHOICES, default="never",
-                       help="draw replacement sets once per seed (the reference) or afresh every epoch")
-    group.add_argument("--mlm", default=None, metavar="NAME_OR_PATH",
-                       help="masked LM for im-mlm, sharing the encoder's tokenizer (see `uimer mlm train`)")
-    group.add_argument("--log-odds-floor", type=Domain(float, -1000, 0, high_open=True), default=DEFAULT_FLOOR_BITS, metavar="BITS",
-                       help=f"clamp p and m to >= 2^BITS so p = 0 stays finite (default {DEFAULT_FLOOR_BITS:g}, "
-                            "~1e-25 as the reference); m is also capped at 1 - 1e-7")
-    group.add_argument("--im-chunk", type=Domain(int, 0, 1 << 20), default=0, metavar="ROWS",
-                       help="run the replaced sentences in checkpointed chunks of ROWS to bound memory "
-                            "(default 0: one forward)")

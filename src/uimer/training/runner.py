@@ -29,17 +29,17 @@ from uimer.checks import SEED, Domain, check_device  # noqa: F401 - check_device
 from uimer.data.encoding import encode_examples
 from uimer.data.types import TaskData, TaskKind
 from uimer.errors import ConfigError, DataError, OutputError, UimerWarning, describe_os_error
-from uimer.interpret import create_method
+from uimer.interpret import create_method, options_for
 from uimer.models.encoder import load_tokenizer
 from uimer.models.task_model import build_model
 from uimer.training.checkpoint import SeedCheckpoint, open_step_log
+from uimer.training.schedules import run_schedule
 from uimer.training.trainer import (
     TRAIN_FLAGS,
     TRAINER_VERSION,
     SeedResult,
     TrainConfig,
     TrainingContext,
-    fit,
     set_seed,
     train_config_problems,
     write_json_atomic,
@@ -103,7 +103,7 @@ class RunSpec:
     def versions(self) -> dict[str, str]:
         return behaviour_versions(self.method, self.task)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, every_option: bool = False) -> str:
         """What must match for a stored seed result to be reused: the specification and the behaviour versions of
         the code that computes it (a version still at IMPLICIT_VERSION is left out, so a result from before
         versions existed keeps its fingerprint; a bump changes the fingerprint and the old result goes stale)."""
@@ -111,6 +111,11 @@ class RunSpec:
         for volatile in ("seeds", "output_dir", "save_model", "data_dir", "strict"):
             data.pop(volatile)
         data["config"].pop("device")
+        # Only the options the chosen method reads. Grids never store another family's options, so their
+        # fingerprints are what they were; `uimer train` used to store every family's flags.
+        # `every_option`: all of them, for a spec that stands for several methods (a tuning study's base).
+        if not every_option:
+            data["config"]["method_options"] = options_for(self.method, self.config.method_options)
         if data["config"].get("precision") == "fp32":  # the default leaves fingerprints of fp32-era runs intact
             data["config"].pop("precision")
         bumped = {k: v for k, v in self.versions().items() if v != IMPLICIT_VERSION}
@@ -259,8 +264,7 @@ def run_seed(
         checkpoint=checkpoint,
     )
     try:
-        method.prepare(context)
-        result = method.run_schedule(context) if method.owns_schedule else fit(context)
+        result = run_schedule(context)
     finally:
         if steps_file:
             steps_file.close()
@@ -273,7 +277,7 @@ def run_seed(
         model.save(directory, encoded.tokenizer, meta)
         extractor = getattr(method, "extractor", None)
         if extractor is not None:  # DM: keep the extractor the model was trained against, for explain/analysis
-            from uimer.interpret.diffmask import save_extractor
+            from uimer.interpret.extractor import save_extractor
 
             save_extractor(extractor, directory / "extractor.pt")
     return result

@@ -35,26 +35,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from statistics import fmean
-from typing import TYPE_CHECKING
 
 import torch
 
+from uimer.data.encoding import EncodedSplit
 from uimer.interpret.base import Baseline
-from uimer.interpret.diffmask import (
-    DiffMaskExtractor,
-    eval_mode,
-    extractor_step,
-    frozen,
-    make_extractor_optimizers,
-    model_step,
-)
+from uimer.interpret.diffmask import DiffMaskMethod
+from uimer.interpret.extractor import DiffMaskExtractor
+from uimer.models.modes import eval_mode, frozen
+from uimer.models.protocol import AttributableModel
 from uimer.training.checkpoint import capture_rng, restore_rng
+from uimer.training.step import extractor_step, make_extractor_optimizers, train_step
 from uimer.training.trainer import SeedResult, TrainingContext, evaluate, fit, make_optimizer, state_copy
-
-if TYPE_CHECKING:
-    from uimer.interpret.diffmask import DiffMaskMethod
 
 
 def record(round_index: int, phase: str, **values) -> dict:
@@ -111,16 +106,19 @@ def warm_up(context: TrainingContext, overrides: dict | None = None) -> SeedResu
     return fit(replace(context, method=Baseline(), config=config, step_log=step_log, checkpoint=None))
 
 
-def train_extractor_phase(context: TrainingContext, method: DiffMaskMethod, extractor: DiffMaskExtractor,
-                          round_index: int, lr: float, shuffler: torch.Generator, noise: torch.Generator,
-                          history: list[dict], fresh: bool = True) -> dict:
+def train_extractor(model: AttributableModel, method: DiffMaskMethod, extractor: DiffMaskExtractor,
+                    train: EncodedSplit, *, batch_size: int, shuffle: bool, max_grad_norm: float,
+                    device: torch.device, lr: float, shuffler: torch.Generator, noise: torch.Generator,
+                    fresh: bool = True, round_index: int = 1, history: list[dict] | None = None,
+                    step_log: Callable[[dict], None] = lambda record: None) -> dict:
     """--extractor-epochs epochs of L_phi with theta frozen (a fresh extractor: also at least
-    --extractor-min-steps steps); returns the last epoch's mean statistics."""
-    model, config, device, dm = context.model, context.config, context.device, method.dm
+    --extractor-min-steps steps); returns the last epoch's mean statistics. Used by the schedule's extractor
+    phase and by `uimer explain`/analysis to fit an extractor for a saved model."""
+    dm = method.dm
     optimizers = make_extractor_optimizers(extractor, lr, dm.lr_alpha)
-    steps_per_epoch = max(1, math.ceil(len(context.train) / config.batch_size))
+    steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
     epochs = dm.extractor_epochs
-    if fresh and len(context.train) > 0:
+    if fresh and len(train) > 0:
         epochs = max(epochs, math.ceil(dm.extractor_min_steps / steps_per_epoch))
     last: dict = {}
     step = 0
@@ -128,23 +126,35 @@ def train_extractor_phase(context: TrainingContext, method: DiffMaskMethod, extr
     with frozen(model), eval_mode(model):
         for epoch in range(epochs):
             epoch_stats: list[dict] = []
-            for batch in context.train.batches(config.batch_size, _order(len(context.train), config.shuffle, shuffler)):
-                stats = extractor_step(model, extractor, batch.to(device), optimizers, dm.eps, noise,
-                                       config.max_grad_norm)
+            for batch in train.batches(batch_size, _order(len(train), shuffle, shuffler)):
+                stats = extractor_step(model, extractor, batch.to(device), optimizers, dm.eps, noise, max_grad_norm)
                 epoch_stats.append(stats)
-                context.step_log({"round": round_index, "phase": "extractor", "epoch": epoch, "step": step, **stats})
+                step_log({"round": round_index, "phase": "extractor", "epoch": epoch, "step": step, **stats})
                 step += 1
             last = {key: _mean([s[key] for s in epoch_stats]) for key in ("l_phi", "kl", "l0")}
             last["alpha"] = float(extractor.alpha.detach())
-            history.append(record(round_index, "extractor", epoch=epoch, **last))
+            if history is not None:
+                history.append(record(round_index, "extractor", epoch=epoch, **last))
     return last
+
+
+def train_extractor_phase(context: TrainingContext, method: DiffMaskMethod, extractor: DiffMaskExtractor,
+                          round_index: int, lr: float, shuffler: torch.Generator, noise: torch.Generator,
+                          history: list[dict], fresh: bool = True) -> dict:
+    """The schedule's extractor phase: `train_extractor` with the run's batches, clipping and step log."""
+    config = context.config
+    return train_extractor(context.model, method, extractor, context.train, batch_size=config.batch_size,
+                           shuffle=config.shuffle, max_grad_norm=config.max_grad_norm, device=context.device,
+                           lr=lr, shuffler=shuffler, noise=noise, fresh=fresh, round_index=round_index,
+                           history=history, step_log=context.step_log)
 
 
 def train_model_phase(context: TrainingContext, method: DiffMaskMethod, extractor: DiffMaskExtractor,
                       round_index: int, lr: float, epochs: int, best: BestState, epoch_offset: int,
                       shuffler: torch.Generator, history: list[dict]) -> dict:
-    """Up to `epochs` epochs of L_task + alpha * L_int with the extractor frozen, dev after each epoch."""
-    model, config, device, dm = context.model, context.config, context.device, method.dm
+    """Up to `epochs` epochs of L_task + alpha * L_int with the extractor frozen (`method.extractor`), dev after
+    each epoch; every step is the shared `train_step`."""
+    model, config, device = context.model, context.config, context.device
     steps_per_epoch = max(1, math.ceil(len(context.train) / config.batch_size))
     optimizer, scheduler = make_optimizer(model, model.named_parameters(), replace(config, lr=lr),
                                           steps_per_epoch * epochs)
@@ -153,13 +163,14 @@ def train_model_phase(context: TrainingContext, method: DiffMaskMethod, extracto
     with frozen(extractor):
         for epoch in range(epochs):
             task_losses, int_losses = [], []
+            model.train()  # dropout on for L_task; L_int reads the states with dropout off (Eq. 7's scores)
             for batch in context.train.batches(config.batch_size, _order(len(context.train), config.shuffle, shuffler)):
-                stats = model_step(model, batch.to(device), extractor, optimizer, scheduler, config.alpha,
-                                   dm.score, config.max_grad_norm)
-                task_losses.append(stats["l_task"])
-                int_losses.append(stats["l_int"])
-                context.step_log({"round": round_index, "phase": "model", "epoch": epoch, "step": step, **stats,
-                                  "lr": scheduler.get_last_lr()[0]})
+                losses = train_step(model, batch.to(device), method, optimizer, scheduler, alpha=config.alpha,
+                                    max_grad_norm=config.max_grad_norm, alignment=config.alpha != 0)
+                task_losses.append(losses.l_task)
+                int_losses.append(losses.l_int)
+                context.step_log({"round": round_index, "phase": "model", "epoch": epoch, "step": step,
+                                  "l_task": losses.l_task, "l_int": losses.l_int, "lr": scheduler.get_last_lr()[0]})
                 step += 1
             phase_l_int += int_losses
             epochs_run += 1
@@ -204,7 +215,7 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
         model.load_state_dict(saved["model"])
         shuffler.set_state(saved["shuffler"])
         noise.set_state(saved["noise"])
-        extractor = method.build_extractor(context, saved["extractor_round"])
+        extractor = method.build_extractor(saved["extractor_round"])
         extractor.load_state_dict(saved["extractor"])
         restore_rng(saved["rng"])
     extractor_round = saved["extractor_round"] if saved is not None else 0
@@ -215,7 +226,7 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
                 extractor.load_state_dict(best.extractor_state)
         fresh = extractor is None or dm.reinit_extractor
         if fresh:
-            extractor = method.build_extractor(context, round_index)
+            extractor = method.build_extractor(round_index)
             extractor_round = round_index
         method.extractor = extractor
         decay = dm.round_lr_decay ** (round_index - 1)
@@ -250,3 +261,53 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
         test = evaluate(model, context.test, context.task, device, config.eval_batch_size)
     seconds = seconds_before + time.perf_counter() - start
     return SeedResult(context.seed, best.dev, test, best.epoch, epochs_done, seconds, history)
+
+
+def run_dm(context: TrainingContext) -> SeedResult:
+    """The "diffmask" schedule: one round until early stopping, or --rounds short rounds (`multi_round`)."""
+    method = context.method
+    if not isinstance(method, DiffMaskMethod):
+        raise TypeError(f"the diffmask schedule needs a DiffMask method, not {type(method).__name__}")
+    return run_dm_schedule(context, method, multi_round=method.multi_round)
+
+
+# A method's declared `schedule` -> the function that trains one seed with it.
+SCHEDULES: dict[str, Callable[[TrainingContext], SeedResult]] = {"standard": fit, "diffmask": run_dm}
+
+
+def run_schedule(context: TrainingContext) -> SeedResult:
+    """Prepare `context.method` for this seed and train it under the schedule it declares."""
+    method = context.method
+    schedule = SCHEDULES.get(method.schedule)
+    if schedule is None:
+        raise ValueError(f"{method.name}: unknown schedule {method.schedule!r}; known: {', '.join(SCHEDULES)}")
+    method.prepare(context.method_setup())
+    return schedule(context)
+
+
+def dm_phase_steps(context: TrainingContext) -> dict[str, Callable[[], None]]:
+    """One training step of each DM phase on a fixed batch (the first training batch), exactly as the schedule
+    takes them (the model step is the shared `train_step`), for `benchmarks/step_cost.py`. The method must be
+    prepared; an extractor is built for round 1 when it has none."""
+    method = context.method
+    if not isinstance(method, DiffMaskMethod):
+        raise TypeError(f"DM phase steps need a DiffMask method, not {type(method).__name__}")
+    model, config, device, dm = context.model, context.config, context.device, method.dm
+    extractor = method.extractor if method.extractor is not None else method.build_extractor(1)
+    method.extractor = extractor
+    batch = next(iter(context.train.batches(config.batch_size))).to(device)
+    ext_opts = make_extractor_optimizers(extractor, dm.lr_extractor, dm.lr_alpha)
+    optimizer, scheduler = make_optimizer(model, model.named_parameters(), config, 10**6)
+    noise = method.noise_generator(context.seed, device)
+
+    def dm_extractor_step() -> None:
+        with frozen(model), eval_mode(model):
+            extractor_step(model, extractor, batch, ext_opts, dm.eps, noise, config.max_grad_norm)
+
+    def dm_model_step() -> None:
+        model.train()
+        with frozen(extractor):
+            train_step(model, batch, method, optimizer, scheduler, alpha=config.alpha,
+                       max_grad_norm=config.max_grad_norm, alignment=config.alpha != 0)
+
+    return {"dm-extractor-step": dm_extractor_step, "dm-model-step": dm_model_step}

@@ -20,10 +20,11 @@ from uimer.atomic import write_json_atomic  # noqa: F401 - re-exported for calle
 from uimer.checks import Domain
 from uimer.data.encoding import EncodedSplit
 from uimer.data.types import TaskData, TaskKind
-from uimer.evaluation.metrics import accuracy, slot_f1
-from uimer.interpret.base import InterpretationMethod
+from uimer.interpret.base import InterpretationMethod, MethodSetup
 from uimer.models.task_model import TaskModel
 from uimer.training.checkpoint import SeedCheckpoint, capture_rng, restore_rng
+from uimer.training.metrics import accuracy, slot_f1
+from uimer.training.step import train_step
 
 log = logging.getLogger("uimer.train")
 
@@ -112,6 +113,12 @@ class TrainingContext:
     on_epoch: Callable[[dict], None] = lambda record: None
     extra: dict = field(default_factory=dict)
     checkpoint: SeedCheckpoint | None = None  # where the loop saves its state to resume a cut-off seed
+
+    def method_setup(self) -> MethodSetup:
+        """What the method is prepared from: this seed's model, tokenizer, training split, seed and device (the
+        eval batch size for its gradient-free passes over the training split)."""
+        return MethodSetup(self.model, self.tokenizer, self.train, self.seed, self.device,
+                           self.config.eval_batch_size)
 
 
 def set_seed(seed: int) -> None:
@@ -255,32 +262,19 @@ def fit(context: TrainingContext) -> SeedResult:
         log.info("seed %d resumes at epoch %d from %s", context.seed, first_epoch, context.checkpoint.path)
     epoch = first_epoch - 1
     for epoch in range(first_epoch, config.max_epochs):
-        method.on_epoch_start(context, epoch)
+        method.on_epoch_start(epoch)
         model.train()
         order = torch.randperm(len(train), generator=shuffler).tolist() if config.shuffle else list(range(len(train)))
         task_losses, int_losses = [], []
         for batch in train.batches(config.batch_size, order):
-            batch = batch.to(device)
-            embeds = model.embed(batch.input_ids)
-            logits = model(batch, inputs_embeds=embeds)
-            l_task = model.task_loss(logits, batch)
-            loss = l_task
-            l_int_value = None
-            if uses_l_int and gate.active(global_step):
-                l_int = method.alignment_loss(model, batch, logits, l_task, embeds)
-                loss = l_task + config.alpha * l_int
-                l_int_value = float(l_int.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            task_losses.append(float(l_task.detach()))
-            if l_int_value is not None:
-                int_losses.append(l_int_value)
+            losses = train_step(model, batch.to(device), method, optimizer, scheduler, alpha=config.alpha,
+                                max_grad_norm=config.max_grad_norm,
+                                alignment=uses_l_int and gate.active(global_step))
+            task_losses.append(losses.l_task)
+            if losses.l_int is not None:
+                int_losses.append(losses.l_int)
             context.step_log(
-                {"epoch": epoch, "step": global_step, "l_task": task_losses[-1], "l_int": l_int_value,
+                {"epoch": epoch, "step": global_step, "l_task": losses.l_task, "l_int": losses.l_int,
                  "lr": scheduler.get_last_lr()[0]}
             )
             global_step += 1
