@@ -1,8 +1,11 @@
-"""The contract every registered method keeps, checked for each name in `METHODS` on tiny in-memory models.
+"""The contract every registered method keeps, checked for each name in `METHODS` on each model backend.
 
-A method registered later is covered without editing this file: the parameters are read from the registry,
-and `uimer.testing.fast_options` gives any method the options that keep it to a few steps. Each method is
-trained for one short seed under the schedule it declares (so a DM method has an extractor), then:
+A method registered later is covered without editing this file: the parameters are read from the registry and
+from `uimer.testing.BACKENDS` (uimer's `TaskModel`, and tiny in-memory HF `BertForSequenceClassification` and
+`BertForTokenClassification` models through `uimer.models.adapters.adapt`, which is how library users run the
+methods), and `uimer.testing.fast_options` gives any method the options that keep it to a few steps. Each
+method is trained for one short seed under the schedule it declares, with uimer's own `fit` on every backend
+(so a DM method has an extractor), then:
 - L_int on a batch with rationales is a finite scalar, positive for every method but the baseline;
 - L_int is exactly zero on the same batch without rationales;
 - L_int alone sends gradient into the encoder's weights (for GB that path runs through the attribution,
@@ -24,7 +27,7 @@ import torch
 
 from uimer.data.types import TaskKind
 from uimer.interpret import METHODS, create_method
-from uimer.testing import fast_options, tiny_context, tiny_tokenizer, without_rationales
+from uimer.testing import BACKENDS, fast_options, tiny_context, tiny_tokenizer, without_rationales
 from uimer.training.schedules import run_schedule
 
 
@@ -47,10 +50,11 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("contract")
 
 
-def trained(name: str, tokenizer, workdir, kind: TaskKind = TaskKind.CLASSIFICATION, seed: int = 3):
-    """(context, method, seed result, a training batch with rationales) after one short seed of `name`."""
+def trained(name: str, tokenizer, workdir, backend: str = "taskmodel", seed: int = 3):
+    """(context, method, seed result, a training batch with rationales) after one short seed of `name` on the
+    tiny model of `backend` (whose task kind `BACKENDS` fixes)."""
     method = create_method(name, fast_options(name, workdir, tokenizer))
-    context = tiny_context(method, tokenizer, kind, seed=seed)
+    context = tiny_context(method, tokenizer, BACKENDS[backend], seed=seed, backend=backend)
     result = run_schedule(context)
     batch = next(iter(context.train.batches(len(context.train))))  # all 8 training examples
     assert bool(batch.has_rationale.any())
@@ -69,6 +73,7 @@ def rng_states() -> tuple:
 
 
 NAMES = sorted(METHODS)
+BACKEND_NAMES = list(BACKENDS)
 
 
 def test_the_registry_is_complete():
@@ -77,9 +82,16 @@ def test_the_registry_is_complete():
     assert len(NAMES) >= 12
 
 
+def test_every_backend_is_covered():
+    """uimer's head and both HF heads (sequence and token classification) are parameters of the checks below."""
+    assert BACKENDS == {"taskmodel": TaskKind.CLASSIFICATION, "hf-sequence": TaskKind.CLASSIFICATION,
+                        "hf-token": TaskKind.TAGGING}
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
 @pytest.mark.parametrize("name", NAMES)
-def test_method_contract(name, tokenizer, workdir):
-    context, method, _, batch = trained(name, tokenizer, workdir)
+def test_method_contract(name, backend, tokenizer, workdir):
+    context, method, _, batch = trained(name, tokenizer, workdir, backend)
     model = context.model.eval()  # dropout off: the numbers below must not depend on dropout draws
 
     loss = alignment(method, model, batch)
@@ -127,11 +139,12 @@ def test_method_contract(name, tokenizer, workdir):
         assert torch.equal(alignment(again, model, batch), alignment(method, model, batch))
 
 
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
 @pytest.mark.parametrize("name", NAMES)
-def test_the_same_seed_gives_identical_numbers(name, tokenizer, workdir):
+def test_the_same_seed_gives_identical_numbers(name, backend, tokenizer, workdir):
     runs = []
     for _ in range(2):
-        context, method, result, batch = trained(name, tokenizer, workdir, seed=11)
+        context, method, result, batch = trained(name, tokenizer, workdir, backend, seed=11)
         model = context.model.eval()
         loss = float(alignment(method, model, batch).detach())
         scores = None

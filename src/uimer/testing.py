@@ -4,6 +4,10 @@ A word-level BERT tokenizer over a few dozen words, a 2-layer BERT with hidden s
 with rationales (classification or tagging), and option sets that keep every registered method to a few
 steps. The package's own tests use them, and so can code that registers a method or wraps a model: the
 method contract test (`tests/test_method_contract.py`) runs every name in `METHODS` on them.
+
+The tiny model comes on every model backend a method must run on (`BACKENDS`): uimer's own `TaskModel`, and a
+Hugging Face `BertForSequenceClassification` / `BertForTokenClassification` seen through `adapt`, so a
+contract checked over `BACKENDS` holds for library users' HF models as well as for the CLI's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from uimer.data.encoding import Batch, encode_examples
 from uimer.data.types import Example, TaskData, TaskKind
 from uimer.interpret.base import METHODS
+from uimer.models.adapters import adapt
+from uimer.models.protocol import AttributableModel
 from uimer.models.task_model import TaskModel
 from uimer.training.trainer import TrainConfig, TrainingContext, set_seed
 
@@ -76,9 +82,39 @@ def tiny_task(kind: TaskKind = TaskKind.CLASSIFICATION) -> TaskData:
     return TaskData("tiny", kind, labels, examples[:8], examples[8:], examples[6:], metric)
 
 
-def tiny_model(tokenizer, kind: TaskKind, num_labels: int, seed: int = 0) -> TaskModel:
-    """A `TaskModel` on a fresh tiny encoder (an `AttributableModel`)."""
-    return TaskModel(tiny_encoder(len(tokenizer), seed), kind, num_labels)
+# Model backends -> the task kind the tiny task takes on it: uimer's head, and the two HF heads through `adapt`.
+BACKENDS: dict[str, TaskKind] = {
+    "taskmodel": TaskKind.CLASSIFICATION,
+    "hf-sequence": TaskKind.CLASSIFICATION,
+    "hf-token": TaskKind.TAGGING,
+}
+
+
+def tiny_hf_model(tokenizer, kind: TaskKind, num_labels: int, seed: int = 0, attn: str = "eager"):
+    """A randomly initialised tiny `BertForSequenceClassification` (or `...ForTokenClassification` for tagging),
+    seeded, with the encoder shape of `tiny_encoder`; the plain transformers model, before `adapt`."""
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64, num_labels=num_labels, attn_implementation=attn,
+    )
+    cls = BertForTokenClassification if kind is TaskKind.TAGGING else BertForSequenceClassification
+    return cls(config)
+
+
+def tiny_model(tokenizer, kind: TaskKind, num_labels: int, seed: int = 0,
+               backend: str = "taskmodel") -> AttributableModel:
+    """The tiny model on a model backend (see `BACKENDS`): a `TaskModel` on a fresh tiny encoder, or a tiny HF
+    classifier through its adapter. Either is an `AttributableModel` that uimer's `fit` can train."""
+    if backend == "taskmodel":
+        return TaskModel(tiny_encoder(len(tokenizer), seed), kind, num_labels)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if kind is not BACKENDS[backend]:
+        raise ValueError(f"backend {backend} takes {BACKENDS[backend].value} tasks, not {kind.value}")
+    return adapt(tiny_hf_model(tokenizer, kind, num_labels, seed), kind)
 
 
 def save_tiny_mlm(directory: Path, tokenizer, seed: int = 0) -> Path:
@@ -110,12 +146,12 @@ def fast_options(name: str, workdir: Path | None = None, tokenizer=None) -> dict
 
 
 def tiny_context(method, tokenizer, kind: TaskKind = TaskKind.CLASSIFICATION, seed: int = 0,
-                 **config) -> TrainingContext:
-    """A training context for one seed of `method` on the tiny task (the global RNG seeded first, as a run
-    does); `config` overrides the small TrainConfig (batch 4, 1 epoch, lr 1e-3)."""
+                 backend: str = "taskmodel", **config) -> TrainingContext:
+    """A training context for one seed of `method` on the tiny task and the tiny model of `backend` (the global
+    RNG seeded first, as a run does); `config` overrides the small TrainConfig (batch 4, 1 epoch, lr 1e-3)."""
     task = tiny_task(kind)
     set_seed(seed)
-    model = tiny_model(tokenizer, kind, len(task.labels), seed)
+    model = tiny_model(tokenizer, kind, len(task.labels), seed, backend)
     settings = {"batch_size": 4, "max_epochs": 1, "patience": 1, "lr": 1e-3, "eval_batch_size": 16, **config}
     return TrainingContext(
         model=model, task=task, train=encode_examples(task.train, tokenizer, kind),

@@ -112,6 +112,12 @@ class HFAdapter(nn.Module):
             inputs["token_type_ids"] = batch.token_type_ids
         return inputs
 
+    def predict(self, logits: torch.Tensor, batch: Batch) -> list:
+        """Class ids, or one list of tag ids per example over its scored pieces: the argmax, as `TaskModel`
+        predicts without a CRF. With it, uimer's own `fit` and `evaluate` run on a HF model too (the method
+        contract tests train every method through the adapters that way)."""
+        return logits.argmax(-1).tolist()
+
     def raw_logits(self, batch: Batch, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """The HF model's own logits: (B, C), or (B, L, T) for token classification."""
         if inputs_embeds is None:
