@@ -50,6 +50,7 @@ from uimer.errors import ConfigError
 from uimer.interpret import METHODS, Attribution, InterpretationMethod, MethodSetup, create_method
 from uimer.models.adapters import HFAdapter, adapt, use_eager_attention
 from uimer.models.protocol import AttributableModel
+from uimer.training.step import step_loss
 
 FAMILIES = ("baseline", "gb", "im", "dm")
 BatchLike = Batch | Mapping[str, Any]
@@ -309,17 +310,16 @@ class Aligner:
         return self.method.alignment_loss(view, b, logits, task_loss, inputs_embeds)
 
     def __call__(self, model: nn.Module, batch: BatchLike, *, step: int | None = None) -> AlignmentOutput:
-        """L_task + alpha * L_int from one forward on the word embeddings (what the CLI's training step does)."""
+        """L_task + alpha * L_int from one forward on the word embeddings: `uimer.training.step.step_loss`, the
+        CLI's own training loss, so a library run and a CLI run optimise the same L."""
         view = self.view(model)
         b = as_batch(batch, model_device(view))
-        embeds = view.embed(b.input_ids)
-        logits = view(b, inputs_embeds=embeds)
-        task = view.task_loss(logits, b)
-        if not self.active(step):
-            return AlignmentOutput(task, task, task.new_zeros(()), logits, False)
-        self._check_ready()
-        l_int = self.method.alignment_loss(view, b, logits, task, embeds)
-        return AlignmentOutput(task + self.alpha * l_int, task, l_int, logits, True)
+        active = self.active(step)
+        if active:
+            self._check_ready()
+        terms = step_loss(view, b, self.method, alpha=self.alpha, alignment=active)
+        l_int = terms.l_int if terms.l_int is not None else terms.l_task.new_zeros(())
+        return AlignmentOutput(terms.loss, terms.l_task, l_int, terms.logits, active)
 
     def attribute(self, model: nn.Module, batch: BatchLike, *, create_graph: bool = False) -> Attribution:
         """The method's attribution of the batch: per-piece `scores` for every family, and IM's own a_R/a_N."""

@@ -3,8 +3,8 @@ benchmark), and one of the DiffMask extractor.
 
 `step_loss` is the only place where L = L_task + alpha * L_int is formed, and `train_step` the only place it is
 stepped: `fit` calls it for the baseline, GB and IM, the DiffMask model phase for DM (with the extractor
-frozen), and `benchmarks/step_cost.py` times it, so what is measured is what trains; `uimer.hf.UimerTrainer`
-takes `step_loss` and leaves the step to the Hugging Face Trainer.
+frozen), and `benchmarks/step_cost.py` times it, so what is measured is what trains; `uimer.api.Aligner` (and
+through it `uimer.hf.UimerTrainer`) takes `step_loss` and leaves the step to its caller.
 """
 
 from __future__ import annotations
@@ -29,30 +29,46 @@ class StepLosses:
     logits: torch.Tensor | None = None
 
 
+@dataclass
+class StepTerms:
+    """L and its parts as tensors, still in the graph: `loss` is what to back-propagate. Kept as tensors (not
+    floats) so that a caller that only backpropagates, like `uimer.api.Aligner` inside a HF Trainer, does not
+    pay a device sync per step; `losses()` gives the floats a training log wants."""
+
+    loss: torch.Tensor
+    l_task: torch.Tensor
+    l_int: torch.Tensor | None  # None when L_int was not computed
+    logits: torch.Tensor
+
+    def losses(self) -> StepLosses:
+        """The parts as floats (a sync on an accelerator), with the logits."""
+        l_int = None if self.l_int is None else float(self.l_int.detach())
+        return StepLosses(float(self.l_task.detach()), l_int, self.logits)
+
+
 def step_loss(model: AttributableModel, batch: Batch, method: InterpretationMethod, *, alpha: float,
-              alignment: bool) -> tuple[torch.Tensor, StepLosses]:
+              alignment: bool) -> StepTerms:
     """L = L_task + alpha * L_int for a training batch (L_int only when `alignment`): forward on the word
     embeddings, kept in the graph, so gradient methods differentiate through this very forward. Returns the
-    loss to back-propagate and its parts as floats. `train_step` and `uimer.hf.UimerTrainer` both use it."""
+    loss to back-propagate with its parts. `train_step` and `uimer.api.Aligner` (hence `uimer.hf.UimerTrainer`)
+    both use it, so the CLI and the library train on the same L."""
     embeds = model.embed(batch.input_ids)
     logits = model(batch, inputs_embeds=embeds)
     l_task = model.task_loss(logits, batch)
-    loss = l_task
-    l_int_value = None
-    if alignment:
-        l_int = method.alignment_loss(model, batch, logits, l_task, embeds)
-        loss = l_task + alpha * l_int
-        l_int_value = float(l_int.detach())
-    return loss, StepLosses(float(l_task.detach()), l_int_value, logits)
+    if not alignment:
+        return StepTerms(l_task, l_task, None, logits)
+    l_int = method.alignment_loss(model, batch, logits, l_task, embeds)
+    return StepTerms(l_task + alpha * l_int, l_task, l_int, logits)
 
 
 def train_step(model: AttributableModel, batch: Batch, method: InterpretationMethod, optimizer, scheduler, *,
                alpha: float, max_grad_norm: float, alignment: bool) -> StepLosses:
     """One step on theta: `step_loss`, backward, clipping over the parameters that train, optimizer and
     scheduler step. The caller sets the model's mode."""
-    loss, losses = step_loss(model, batch, method, alpha=alpha, alignment=alignment)
+    terms = step_loss(model, batch, method, alpha=alpha, alignment=alignment)
+    losses = terms.losses()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    terms.loss.backward()
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
     optimizer.step()
