@@ -110,3 +110,72 @@ def test_the_walker_sees_the_edges_it_must_refuse(source, target):
     issue removed ran through them), and neither now imports the training loop."""
     assert source in GRAPH and target in GRAPH
     assert target not in GRAPH[source]
+
+
+# The thin users of the library: they may call only what the modules they use offer publicly (issue 28, item 6),
+# so a private helper they need becomes public API (and is then kept stable) rather than a hidden dependency.
+THIN_USERS = ("uimer.cli", "uimer.experiments", "uimer.evaluation")
+
+
+def private_uses(path: Path, name: str, modules: set[str]) -> list[str]:
+    """`from uimer.x import _y`, `import uimer._x`, and `m._y` on a name bound to a uimer module, in one file
+    (a module's own names are its business; dunders such as `__version__` are public)."""
+
+    def private(part: str) -> bool:
+        return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+    found: list[str] = []
+    module_aliases: set[str] = set()
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] != "uimer":
+                    continue
+                if any(private(p) for p in alias.name.split(".")):
+                    found.append(f"{name}:{node.lineno} imports {alias.name}")
+                module_aliases.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "uimer" and not node.level:
+            if node.module == name:
+                continue
+            if any(private(p) for p in node.module.split(".")):
+                found.append(f"{name}:{node.lineno} imports from {node.module}")
+            for alias in node.names:
+                if private(alias.name):
+                    found.append(f"{name}:{node.lineno} imports {node.module}.{alias.name}")
+                if f"{node.module}.{alias.name}" in modules:
+                    module_aliases.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in module_aliases:
+                found.append(f"{name}:{node.lineno} reads {ast.unparse(node)}")
+    return sorted(found, key=lambda use: int(use.split(":")[1].split()[0]))
+
+
+def test_the_cli_sweeps_and_evaluation_use_no_private_names():
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    users = sorted(m for m in paths if any(m == u or m.startswith(u + ".") for u in THIN_USERS))
+    assert "uimer.cli" in users and "uimer.experiments.sweep" in users and "uimer.evaluation.attributions" in users
+    found = [use for m in users for use in private_uses(paths[m], m, set(paths))]
+    assert not found, "make these public (or go through uimer.api):\n" + "\n".join(found)
+
+
+def test_the_private_name_check_sees_each_form(tmp_path):
+    """The check above finds nothing today; this shows it would: each form of reaching a private name is caught."""
+    source = tmp_path / "user.py"
+    source.write_text(
+        "import uimer.experiments.sweep as sweep\n"
+        "from uimer.experiments import tune\n"
+        "from uimer.api import _cuda_devices, Aligner\n"
+        "from uimer.experiments.sweep import utc_now\n"
+        "sweep._ENCODED_CACHE.clear()\n"
+        "tune._now()\n"
+        "Aligner._check_ready\n"  # a class attribute: not a module alias, the check stays on modules
+        "print(uimer.__version__)\n"
+    )
+    found = private_uses(source, "uimer.user", {"uimer.experiments.sweep", "uimer.experiments.tune"})
+    assert found == ["uimer.user:3 imports uimer.api._cuda_devices", "uimer.user:5 reads sweep._ENCODED_CACHE",
+                     "uimer.user:6 reads tune._now"]

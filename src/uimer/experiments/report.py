@@ -462,7 +462,7 @@ def budget_lines(results: Path, view: ResultsView) -> list[str]:
     """The time budget of each grid whose file sets `cost.budget`: run time so far plus the sweep's estimate
     for the rest, divided by the budget's parallel runs (run times are measured with that many running)."""
     from uimer.experiments.config import load_grid
-    from uimer.experiments.sweep import _run_seconds, estimate_seconds, measured_seconds, plan_runs
+    from uimer.experiments.sweep import estimate_seconds, measured_seconds, plan_runs, run_seconds
 
     lines = []
     counted = {r["_path"]: r for r in view.records}
@@ -483,7 +483,7 @@ def budget_lines(results: Path, view: ResultsView) -> list[str]:
         measured = measured if measured is not None else measured_seconds([Path(results)])
         runs = plan_runs(grid)
         done = [counted[str(r.relpath)] for r in runs if str(r.relpath) in counted]
-        spent = sum(_run_seconds(r) or 0.0 for r in done)
+        spent = sum(run_seconds(r) or 0.0 for r in done)
         todo = [r for r in runs if str(r.relpath) not in counted]
         estimates = [estimate_seconds(grid, r, measured)[0] for r in todo]
         rest = sum(e for e in estimates if e is not None)

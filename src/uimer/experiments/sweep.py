@@ -260,11 +260,13 @@ def made_by_older_version(stored: dict, method: str) -> bool:
 def write_plan(results: Path, grid: Grid, runs: list[PlannedRun]) -> None:
     write_json_atomic(results / PLANS / f"{grid.name}.json", {
         "schema": SCHEMA, "grid": grid.name, "files": [str(p) for p in grid.files],
-        "written_at": _now(), "runs": [r.meta() for r in runs],
+        "written_at": utc_now(), "runs": [r.meta() for r in runs],
     })
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now in UTC, to the second, ISO 8601: the one timestamp format of run files, manifests and logs (sweep and
+    tune both write it, so their records sort and compare as text)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -308,7 +310,7 @@ def spec_from_dict(data: dict) -> RunSpec:
 _ENCODED_CACHE: dict[tuple, object] = {}
 
 
-def _encoded_task(spec: RunSpec):
+def encoded_task(spec: RunSpec):
     """Tokenise a task once per process (Ray reuses workers): every run of a setting shares it, as seeds do."""
     from uimer.models.encoder import load_tokenizer
     from uimer.training.runner import EncodedTask, load_task_for
@@ -344,7 +346,7 @@ def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -
     spec = spec_from_dict(payload["spec"])
     device = resolve_device(spec.config.device)
     spec.config = dataclasses.replace(spec.config, device=str(device))
-    encoded = _encoded_task(spec)
+    encoded = encoded_task(spec)
     with contextlib.ExitStack() as stack:
         checkpoint = None
         if payload.get("checkpoint"):
@@ -362,7 +364,7 @@ def execute_run(payload: dict, on_epoch: Callable[[dict], None] | None = None) -
         "schema": SCHEMA, **payload["meta"], **asdict(result),
         "wall_seconds": time.perf_counter() - start + earlier, "device": str(device),
         "threads": torch.get_num_threads(), "resumed_at": resumed["at"] if resumed else None,
-        "host": socket.gethostname(), "finished_at": _now(),
+        "host": socket.gethostname(), "finished_at": utc_now(),
         "spec": {k: v for k, v in payload["spec"].items() if k not in ("seeds", "output_dir", "save_model")},
     }
     return {"record": record, "steps": steps}
@@ -408,12 +410,12 @@ def store_result(results: Path, run: PlannedRun, output: dict) -> dict:
 
 def store_failure(results: Path, run: PlannedRun, error: BaseException, detail: str) -> None:
     write_json_atomic(results / run.failed_relpath, {
-        **run.meta(), "error": f"{type(error).__name__}: {error}".strip(), "traceback": detail, "at": _now(),
+        **run.meta(), "error": f"{type(error).__name__}: {error}".strip(), "traceback": detail, "at": utc_now(),
     })
 
 
 # -- cost model ------------------------------------------------------------------------------------------
-def _run_seconds(record: dict) -> float | None:
+def run_seconds(record: dict) -> float | None:
     """Worker-seconds of a finished run: its wall-clock times its torch threads, because a run given two threads
     holds two of the one-core workers that the budget and the cost model count in."""
     value = record.get("wall_seconds", record.get("seconds"))
@@ -434,7 +436,7 @@ def measured_seconds(dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
             record = read_json(path)
             if not record or "column" not in record:
                 continue
-            seconds = _run_seconds(record)
+            seconds = run_seconds(record)
             if seconds is None:
                 continue
             table.setdefault((record["column"], record["variant"]), []).append(seconds)
@@ -496,7 +498,7 @@ RunFunction = Callable[[dict], dict]
 
 def _log_line(results: Path, text: str) -> None:
     with open(results / "sweep.log", "a") as handle:
-        handle.write(f"{_now()} {text}\n")
+        handle.write(f"{utc_now()} {text}\n")
 
 
 def run_sequential(todo: list[PlannedRun], results: Path, outcome: SweepOutcome, progress: bool = True,
@@ -658,7 +660,7 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
         raise ConfigError("--device cuda on Ray needs a GPU share per run: Ray hides the GPUs from tasks that "
                           "ask for none (give --gpus-per-run, e.g. 0.25 to run four at a time on one GPU)")
     outcome = SweepOutcome(planned=len(runs))
-    started, t0 = _now(), time.perf_counter()
+    started, t0 = utc_now(), time.perf_counter()
     with sweep_lock(results):
         removed = clean_temporaries(results)
         write_plan(results, grid, full_plan)
@@ -690,7 +692,7 @@ def sweep(grid: Grid, results: Path, *, seeds: list[int] | None = None, only_set
         finally:
             with open(results / "sweeps.jsonl", "a") as handle:
                 handle.write(json.dumps({
-                    "grid": grid.name, "mode": mode, "started": started, "finished": _now(),
+                    "grid": grid.name, "mode": mode, "started": started, "finished": utc_now(),
                     "elapsed_seconds": round(time.perf_counter() - t0, 1), "planned": len(runs),
                     "skipped": outcome.skipped, "finished_runs": len(outcome.finished),
                     "failed_runs": len(outcome.failed), "interrupted": outcome.interrupted,

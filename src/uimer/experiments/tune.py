@@ -235,9 +235,9 @@ def candidates(study: Study) -> list[dict]:
 
 # -- files -------------------------------------------------------------------------------------------------
 def _now() -> str:
-    from uimer.experiments.sweep import _now as now
+    from uimer.experiments.sweep import utc_now
 
-    return now()
+    return utc_now()
 
 
 def log_line(out: Path, text: str) -> None:
@@ -331,12 +331,12 @@ SeedFunction = Callable[[RunSpec, int, Callable[[dict], None]], dict]
 
 def train_seed(spec: RunSpec, seed: int, on_epoch: Callable[[dict], None]) -> dict:
     """Train one seed of a trial; returns the SeedResult as a dict (dev, test, best_epoch, ...)."""
-    from uimer.experiments.sweep import _encoded_task, resolve_device
+    from uimer.experiments.sweep import encoded_task, resolve_device
     from uimer.training.runner import run_seed
 
     device = resolve_device(spec.config.device)
     spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, device=str(device)))
-    result = run_seed(spec, _encoded_task(spec), seed, device, on_epoch)
+    result = run_seed(spec, encoded_task(spec), seed, device, on_epoch)
     return dataclasses.asdict(result)
 
 
