@@ -147,3 +147,17 @@ def open_step_log(path: Path, checkpoint: SeedCheckpoint | None):
         checkpoint.log_lines = len(kept)
         checkpoint.log_handle = handle
     return handle
+
+
+def resume_state(checkpoint: SeedCheckpoint | None) -> dict | None:
+    """The state a training loop resumes from: the checkpoint's, taken over (see `SeedCheckpoint.take`), or None
+    when the run keeps no checkpoint or has none stored. `fit` and the DM schedule both start here."""
+    return checkpoint.take() if checkpoint is not None else None
+
+
+def checkpoint_due(checkpoint: SeedCheckpoint | None, more_to_come: bool) -> bool:
+    """Whether a training loop saves its state now: the run keeps a checkpoint, training goes on after this point
+    (`more_to_come`; a seed about to finish writes its result instead) and the save interval has passed. The
+    caller builds the state only then, because copying the weights and optimizer every epoch would cost what the
+    interval saves. The one save rule of `fit` (after an epoch) and the DM schedule (after a round)."""
+    return checkpoint is not None and more_to_come and checkpoint.due()

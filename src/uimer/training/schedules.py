@@ -47,9 +47,17 @@ from uimer.interpret.diffmask import DiffMaskMethod
 from uimer.interpret.extractor import DiffMaskExtractor
 from uimer.models.modes import eval_mode, frozen
 from uimer.models.protocol import AttributableModel
-from uimer.training.checkpoint import capture_rng, restore_rng
+from uimer.training.checkpoint import capture_rng, checkpoint_due, restore_rng, resume_state
 from uimer.training.step import extractor_step, make_extractor_optimizers, train_step
-from uimer.training.trainer import SeedResult, TrainingContext, evaluate, fit, make_optimizer, state_copy
+from uimer.training.trainer import (
+    EarlyStopping,
+    SeedResult,
+    TrainingContext,
+    evaluate,
+    fit,
+    make_optimizer,
+    state_copy,
+)
 
 
 def record(round_index: int, phase: str, **values) -> dict:
@@ -75,14 +83,12 @@ class BestState:
     round: int
     epoch: int
 
-    def offer(self, dev: float, model: torch.nn.Module, extractor: DiffMaskExtractor, round_index: int,
-              epoch: int) -> bool:
-        if dev >= self.dev:  # ties go to the later state, as fit() and the reference
-            self.dev, self.round, self.epoch = dev, round_index, epoch
-            self.model_state = state_copy(model)
-            self.extractor_state = state_copy(extractor)
-            return True
-        return False
+    def keep(self, dev: float, model: torch.nn.Module, extractor: DiffMaskExtractor, round_index: int,
+             epoch: int) -> None:
+        """Make this state the best: the caller's `EarlyStopping` (the rule `fit` uses) found a new best dev."""
+        self.dev, self.round, self.epoch = dev, round_index, epoch
+        self.model_state = state_copy(model)
+        self.extractor_state = state_copy(extractor)
 
 
 def _fields(instance) -> dict:
@@ -158,7 +164,8 @@ def train_model_phase(context: TrainingContext, method: DiffMaskMethod, extracto
     steps_per_epoch = max(1, math.ceil(len(context.train) / config.batch_size))
     optimizer, scheduler = make_optimizer(model, model.named_parameters(), replace(config, lr=lr),
                                           steps_per_epoch * epochs)
-    bad_epochs, epochs_run, dev, step = 0, 0, None, 0
+    stopping = EarlyStopping(config.patience, best.dev)  # patience counts epochs below the global best
+    epochs_run, dev, step = 0, None, 0
     phase_l_int: list[float | None] = []
     with frozen(extractor):
         for epoch in range(epochs):
@@ -175,17 +182,14 @@ def train_model_phase(context: TrainingContext, method: DiffMaskMethod, extracto
             phase_l_int += int_losses
             epochs_run += 1
             dev = evaluate(model, context.dev, context.task, device, config.eval_batch_size)
-            improved = best.offer(dev, model, extractor, round_index, epoch_offset + epoch)
+            if stopping.offer(dev):
+                best.keep(dev, model, extractor, round_index, epoch_offset + epoch)
             entry = record(round_index, "model", epoch=epoch, dev=dev, l_task=_mean(task_losses),
                            l_int=_mean(int_losses))
             history.append(entry)
             context.on_epoch(entry)
-            if improved:
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-                if bad_epochs > config.patience:
-                    break
+            if stopping.exhausted:
+                break
     return {"epochs": epochs_run, "dev": dev, "l_int": _mean(phase_l_int)}
 
 
@@ -199,7 +203,7 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
     noise = method.noise_generator(context.seed, device)
     extractor: DiffMaskExtractor | None = None
     rounds = dm.rounds if multi_round else 1
-    saved = context.checkpoint.take() if context.checkpoint is not None else None
+    saved = resume_state(context.checkpoint)
     if saved is None:
         history: list[dict] = []
         warm = warm_up(context, dm.warmup_overrides())
@@ -243,7 +247,7 @@ def run_dm_schedule(context: TrainingContext, method: DiffMaskMethod, multi_roun
                               l_phi=ext.get("l_phi"), kl=ext.get("kl"), l0=ext.get("l0"),
                               alpha=float(extractor.alpha.detach()), best_dev=best.dev))
         context.step_log(history[-1])
-        if context.checkpoint is not None and round_index < rounds and context.checkpoint.due():
+        if checkpoint_due(context.checkpoint, round_index < rounds):
             context.checkpoint.save({
                 "history": history, "warm": _fields(warm), "best": _fields(best), "epochs_done": epochs_done,
                 "next_round": round_index + 1, "seconds": seconds_before + time.perf_counter() - start,

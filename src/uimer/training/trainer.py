@@ -22,7 +22,7 @@ from uimer.data.encoding import EncodedSplit
 from uimer.data.types import TaskData, TaskKind
 from uimer.interpret.base import InterpretationMethod, MethodSetup
 from uimer.models.task_model import TaskModel
-from uimer.training.checkpoint import SeedCheckpoint, capture_rng, restore_rng
+from uimer.training.checkpoint import SeedCheckpoint, capture_rng, checkpoint_due, restore_rng, resume_state
 from uimer.training.metrics import accuracy, slot_f1
 from uimer.training.step import train_step
 
@@ -231,6 +231,39 @@ def state_copy(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+class EarlyStopping:
+    """Model selection on dev with patience: the one rule `fit` and DM's model phases share.
+
+    A dev score at least as good as the best so far is a new best (ties go to the later epoch, as in the
+    reference) and resets the count of bad epochs; any other adds one, and training stops once the count passes
+    `patience`. The caller keeps the best state, since what a state is differs (`fit`: the model; DM: the model
+    and its extractor). `best_dev` starts where the run's selection stands (DM: the best over earlier rounds and
+    the warm-up), so patience counts epochs below the global best.
+    """
+
+    def __init__(self, patience: int, best_dev: float = -math.inf, bad_epochs: int = 0):
+        self.patience = patience
+        self.best_dev = best_dev
+        self.bad_epochs = bad_epochs
+
+    def offer(self, dev: float) -> bool:
+        """Count an epoch's dev score; True when it is a new best (keep the state that produced it)."""
+        if dev >= self.best_dev:
+            self.best_dev, self.bad_epochs = dev, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the bad epochs have run past the patience (stop, unless the warm-up gate turns L_int on)."""
+        return self.bad_epochs > self.patience
+
+    def restart(self) -> None:
+        """Patience starts over (the L_task warm-up has ended: L_int gets its own patience)."""
+        self.bad_epochs = 0
+
+
 def fit(context: TrainingContext) -> SeedResult:
     """The standard loop shared by the baseline, GB and IM (one code path, alpha = 0 for the baseline)."""
     model, config, method, device = context.model, context.config, context.method, context.device
@@ -242,19 +275,20 @@ def fit(context: TrainingContext) -> SeedResult:
     shuffler = torch.Generator().manual_seed(context.seed)
     uses_l_int = method.family != "baseline" and config.alpha != 0
 
-    best_dev, best_epoch, best_state, bad_epochs = -math.inf, -1, None, 0
+    stopping = EarlyStopping(config.patience)
+    best_epoch, best_state = -1, None
     history: list[dict] = []
     global_step = 0
     first_epoch, seconds_before = 0, 0.0
-    saved = context.checkpoint.take() if context.checkpoint is not None else None
+    saved = resume_state(context.checkpoint)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         shuffler.set_state(saved["shuffler"])
         gate.released = saved["gate_released"]
-        best_dev, best_epoch, best_state, bad_epochs = (saved["best_dev"], saved["best_epoch"], saved["best_state"],
-                                                        saved["bad_epochs"])
+        stopping = EarlyStopping(config.patience, saved["best_dev"], saved["bad_epochs"])
+        best_epoch, best_state = saved["best_epoch"], saved["best_state"]
         history, global_step, first_epoch = saved["history"], saved["global_step"], saved["next_epoch"]
         seconds_before = saved["seconds"]
         method.load_state_dict(saved["method"])
@@ -285,25 +319,19 @@ def fit(context: TrainingContext) -> SeedResult:
         )
         log.info("seed %d epoch %d dev %.4f l_task %.4f", context.seed, epoch, dev, history[-1]["l_task"] or 0.0)
         context.on_epoch(history[-1])
-        stop = False
-        if dev >= best_dev:  # ties go to the later epoch, as in the reference
-            best_dev, best_epoch, bad_epochs = dev, epoch, 0
-            best_state = state_copy(model)
-        else:
-            bad_epochs += 1
-            if bad_epochs > config.patience:
-                if gate.release_on_early_stop():
-                    bad_epochs = 0
-                else:
-                    stop = True
-        if stop:
-            break
-        if context.checkpoint is not None and epoch + 1 < config.max_epochs and context.checkpoint.due():
+        if stopping.offer(dev):
+            best_epoch, best_state = epoch, state_copy(model)
+        elif stopping.exhausted:
+            if gate.release_on_early_stop():
+                stopping.restart()
+            else:
+                break
+        if checkpoint_due(context.checkpoint, epoch + 1 < config.max_epochs):
             context.checkpoint.save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "shuffler": shuffler.get_state(), "gate_released": gate.released, "best_dev": best_dev,
-                "best_epoch": best_epoch, "best_state": best_state, "bad_epochs": bad_epochs, "history": history,
-                "global_step": global_step, "next_epoch": epoch + 1,
+                "shuffler": shuffler.get_state(), "gate_released": gate.released, "best_dev": stopping.best_dev,
+                "best_epoch": best_epoch, "best_state": best_state, "bad_epochs": stopping.bad_epochs,
+                "history": history, "global_step": global_step, "next_epoch": epoch + 1,
                 "seconds": seconds_before + time.perf_counter() - start, "method": method.state_dict(),
                 "rng": capture_rng(),
             })
@@ -311,7 +339,7 @@ def fit(context: TrainingContext) -> SeedResult:
         model.load_state_dict(best_state)
     test = evaluate(model, context.test, context.task, device, config.eval_batch_size)
     seconds = seconds_before + time.perf_counter() - start
-    return SeedResult(context.seed, best_dev, test, best_epoch, epoch + 1, seconds, history)
+    return SeedResult(context.seed, stopping.best_dev, test, best_epoch, epoch + 1, seconds, history)
 
 
 def seed_result_dict(result: SeedResult) -> dict:
