@@ -105,6 +105,32 @@ def test_aligner_on_uimer_taskmodel_and_alpha_zero_is_the_hf_loss():
     torch.testing.assert_close(off.loss.detach(), hf_loss)
 
 
+def test_the_aligner_trains_on_the_clis_step_loss(monkeypatch):
+    """The Aligner forms no loss of its own: `__call__` is `training.step.step_loss` (the CLI's L), bit for bit,
+    both with L_int on and during warm-up."""
+    import uimer.api
+    from uimer.training.step import step_loss
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["alignment"])
+        return step_loss(*args, **kwargs)
+
+    monkeypatch.setattr(uimer.api, "step_loss", spy)
+    hf = hf_model(TaskKind.CLASSIFICATION).eval()
+    inputs = RationaleCollator(TOKENIZER)(features(TOKENIZER, TaskKind.CLASSIFICATION))
+    aligner = uimer.Aligner("gb-huang-base", alpha=0.7, warmup_steps=1).prepare(seed=0)
+    off, on = aligner(hf, inputs, step=0), aligner(hf, inputs, step=1)
+    assert calls == [False, True]
+    terms = step_loss(aligner.view(hf), inputs["uimer_batch"], aligner.method, alpha=0.7, alignment=True)
+    assert float(terms.l_int.detach()) > 0
+    for mine, theirs in ((on.loss, terms.loss), (on.task_loss, terms.l_task), (on.alignment_loss, terms.l_int),
+                         (on.logits, terms.logits), (off.loss, terms.l_task)):
+        assert torch.equal(mine, theirs)
+    assert not off.active and float(off.alignment_loss) == 0.0
+
+
 def test_warmup_steps_switch_l_int_on_at_the_step():
     hf = hf_model(TaskKind.CLASSIFICATION).eval()
     inputs = RationaleCollator(TOKENIZER)(features(TOKENIZER, TaskKind.CLASSIFICATION))
