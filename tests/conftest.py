@@ -30,3 +30,15 @@ def tiny_tokenizer():
 @pytest.fixture
 def tiny_encoder(tiny_tokenizer):
     return make_tiny_encoder(len(tiny_tokenizer))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP contention on the shared 2-core machine
+    (test modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

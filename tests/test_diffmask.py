@@ -23,14 +23,7 @@ from uimer.training.schedules import dm_phase_steps, run_schedule, train_extract
 from uimer.training.step import extractor_step, make_extractor_optimizers
 from uimer.training.trainer import TrainConfig, TrainingContext
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- hard concrete --------------------------------------------------------------------------------------

@@ -30,14 +30,7 @@ from uimer.interpret import METHODS, create_method
 from uimer.testing import BACKENDS, fast_options, tiny_context, tiny_tokenizer, without_rationales
 from uimer.training.schedules import run_schedule
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
