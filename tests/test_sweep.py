@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -246,6 +247,37 @@ def test_extends_selects_and_overrides(tmp_path):
         load_grid(tmp_path / "loop.yaml")
     with pytest.raises(ConfigError, match="not found"):
         load_grid(tmp_path / "nope.yaml")
+
+
+def test_like_makes_a_twin_that_keeps_the_other_variants_rows(tmp_path):
+    """An ablation twin (`like: im-mask`, alpha 0) runs im-mask's per-setting values with only alpha changed,
+    in every setting; without `like` the same entry would silently lose them (the pitfall `like` exists for)."""
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "settings": {"a": {"task": "snips-intent", "shot": 1}, "b": {"task": "snips-slot", "shot": 3}},
+        "methods": {"baseline": {}, "im-mask": {"options": {"margin": 0.5}, "settings": {
+            "a": {"train": {"alpha": 4, "lr": 4e-4}, "options": {"im_k": 3}}, "b": {"train": {"alpha": 2}}}}},
+    }))
+    (tmp_path / "derived.yaml").write_text(yaml.safe_dump({
+        "extends": "base.yaml", "methods": {
+            "baseline": {},
+            "twin": {"like": "im-mask", "label": "alpha 0", "train": {"alpha": 0},
+                     "settings": {"b": {"train": {"lr": 1e-3}}}},
+            "bare": {"method": "im-mask", "train": {"alpha": 0}}}}))
+    grid = load_grid(tmp_path / "derived.yaml")
+    base = load_grid(tmp_path / "base.yaml")
+    assert "im-mask" not in grid.methods  # `like` reaches the base grid's variants without selecting them
+    twin = grid.cell("twin", "a")
+    assert (twin.method, twin.paper, twin.label) == ("im-mask", "im-mask", "alpha 0")
+    expected = base.cell("im-mask", "a").fields
+    assert twin.fields == {**expected, "train": {**expected["train"], "alpha": 0.0}}
+    assert grid.cell("twin", "b").fields["train"] == {"alpha": 0.0, "lr": 1e-3}
+    assert grid.cell("bare", "a").fields["train"] == {"alpha": 0.0}  # no lr 4e-4, no im_k: the pitfall
+    for like, message in (("nope", "methods.twin.like: 'nope' is no variant of this grid"),
+                          ("twin", "methods.twin.like: circular (twin -> twin)")):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({
+            "settings": {"a": {"task": "snips-intent", "shot": 1}}, "methods": {"twin": {"like": like}}}))
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_grid(tmp_path / "bad.yaml")
 
 
 def test_plan_layout_and_fingerprints(tmp_path, tiny_tokenizer):

@@ -15,6 +15,7 @@ from the file it `extends`)::
         label: "UIMER-IM +Uniform (warm.)"
         paper: im-uniform-warm        # key in paper_results.yaml; default: the key when it is there
         only_settings: [intent-1]     # restrict the variant to some settings (default: all)
+        like: im-mask-warm            # start from that variant's entry, per-setting rows included (below)
         train: {warmup_epochs: 1}     # RUN FIELDS for every setting ...
         settings:                     # ... and per setting (these win)
           intent-1: {train: {lr: 4.0e-4, alpha: 4}, options: {margin: 0.5}}
@@ -33,6 +34,11 @@ M.settings[S], overrides. With `extends`, the base file's raw sections are deep-
 first, so a derived grid inherits the base's hyper-parameters per cell: `defaults`, `overrides` and `cost`
 merge; `settings` and `methods`, when given, *select* (and order) the base's entries, as a list of keys or
 as a mapping whose values override the base entry (a new key adds an entry); omitted, all are kept.
+
+`like: OTHER` makes an ablation twin: the entry starts as a copy of variant OTHER (from this file or the one it
+extends; its label excepted) and this entry's own fields win over everything OTHER sets, its per-setting rows
+included, so `{like: dm-multi-round, train: {alpha: 0}}` is dm-multi-round with alpha 0 in every setting.
+Without `like`, a new variant of method M inherits none of M's per-setting rows: it would run with defaults.
 
 Paths in `rationale_file` and `data_dir` are relative to the grid file; `encoder` and `options.mlm` are
 names or paths as `uimer train` takes them (relative paths are resolved against the working directory when
@@ -65,7 +71,7 @@ TOP_KEYS = ("name", "description", "extends", "defaults", "settings", "methods",
 SETTING_ONLY = ("task", "shot", "train_size")
 RUN_KEYS = ("dev_size", "encoder", "seeds", "max_length", "pooling", "rationale_file", "data_dir", "device",
             "train", "options", "resources")
-METHOD_META = ("method", "label", "paper", "only_settings", "settings")
+METHOD_META = ("method", "label", "paper", "only_settings", "settings", "like")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 # TrainConfig fields a grid may set (device and method_options come from `device` and `options`).
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "method_options"))
@@ -195,13 +201,53 @@ def _load_raw(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, list[Path
             "description": raw.get("description", base.get("description", "")),
             "defaults": deep_merge(base.get("defaults") or {}, raw.get("defaults") or {}),
             "settings": _select_or_merge(base.get("settings") or {}, raw.get("settings"), where, "settings"),
-            "methods": _select_or_merge(base.get("methods") or {}, raw.get("methods"), where, "methods"),
+            "methods": _resolve_likes(
+                _select_or_merge(base.get("methods") or {}, raw.get("methods"), where, "methods"),
+                base.get("methods") or {}, where),
             "overrides": deep_merge(base.get("overrides") or {}, raw.get("overrides") or {}),
             "cost": deep_merge(base.get("cost") or {}, raw.get("cost") or {}),
         }
         return merged, files
     raw.setdefault("name", path.stem)
+    if isinstance(raw.get("methods"), dict):
+        raw["methods"] = _resolve_likes(raw["methods"], {}, where)
     return raw, files
+
+
+def _resolve_likes(methods: dict, base_methods: dict, where: _Where) -> dict:
+    """Replace every `like: OTHER` entry by OTHER's entry with this one's fields on top (module docstring).
+    OTHER is looked up among this grid's variants, then among those of the grid it extends."""
+    pool = {**base_methods, **methods}
+
+    def resolve(key: str, chain: tuple[str, ...]) -> dict:
+        entry = pool[key]
+        if not isinstance(entry, dict) or "like" not in entry:
+            return entry
+        other = entry["like"]
+        if not isinstance(other, str) or other not in pool:
+            known = ", ".join(sorted(k for k in pool if k != key))
+            raise where.error(f"methods.{key}.like", f"{other!r} is no variant of this grid (it has: {known})")
+        if other in (*chain, key):
+            raise where.error(f"methods.{key}.like", "circular (" + " -> ".join((*chain, key, other)) + ")")
+        liked = resolve(other, (*chain, key))
+        own = {k: v for k, v in entry.items() if k != "like"}
+        own_rows = own.pop("settings", None) or {}
+        if not isinstance(own_rows, dict):
+            raise where.error(f"methods.{key}.settings", "must be a mapping of setting name -> run fields")
+        run_fields = {k: v for k, v in own.items() if k not in METHOD_META}
+        merged = deep_merge({k: v for k, v in liked.items() if k not in ("label", "settings")}, own)
+        # OTHER's method and paper row may be implicit in its key
+        merged.setdefault("method", liked.get("method", other))
+        if other in load_paper_results()["methods"]:
+            merged.setdefault("paper", liked.get("paper", other))
+        rows = {s: deep_merge(cell or {}, run_fields) for s, cell in (liked.get("settings") or {}).items()}
+        for setting, cell in own_rows.items():
+            rows[setting] = deep_merge(rows.get(setting, {}), cell or {})
+        if rows:
+            merged["settings"] = rows
+        return merged
+
+    return {key: resolve(key, ()) for key in methods}
 
 
 def _anchor_paths(fields_: Any, path: Path) -> None:
