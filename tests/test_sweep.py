@@ -854,3 +854,17 @@ def test_dev_choice_compares_cells_on_the_seeds_they_share(tmp_path):
     assert warm.n == warm.expected == 10 and warm.dev_mean == pytest.approx(61.6)  # below im-uniform's 78
     assert view.dev_choice("intent-1", ("im",)) == "im-uniform-warm"  # 79 > 78 on seeds 1-4
     assert view.shared_dev_mean("im-uniform-warm", "intent-1", ("im",)) == pytest.approx(79.0)
+
+
+def test_readme_like_example_loads_as_described(tmp_path):
+    """The README's `like` grid loads: the twin is dm-multi-round's slot-1 cell with alpha 0."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = re.findall(r"```yaml\n(extends: lowresource-minilm.*?)```", readme, flags=re.S)
+    (tmp_path / "ablation.yaml").write_text(snippet)
+    grid = load_grid(tmp_path / "ablation.yaml")
+    twin, original = grid.cell("dm-multi-round-alpha0", "slot-1"), grid.cell("dm-multi-round", "slot-1")
+    assert twin.method == "dm-multi-round" and twin.fields["train"]["alpha"] == 0
+    assert original.fields["train"]["alpha"] > 0
+    assert {**twin.fields, "train": None} == {**original.fields, "train": None}
+    assert {k: v for k, v in twin.fields["train"].items() if k != "alpha"} == \
+        {k: v for k, v in original.fields["train"].items() if k != "alpha"}
