@@ -556,6 +556,28 @@ def test_report_chooses_variants_on_dev_not_test(tmp_path):
     assert "## Notes on these runs (NOTES.md)\n\nCalibration changed since these runs." in text
 
 
+def test_report_against_pairs_rows_with_a_control(tmp_path, capsys):
+    """`--against TWIN` pairs every row with the twin on test and dev: a variant that beats the baseline but
+    not its alpha-0 twin shows it; an unknown row is an error naming the flag."""
+    from uimer.cli import main
+
+    results = tmp_path / "results"
+    _fabricate(results, {
+        ("baseline", "baseline", "intent-1"): [0.60, 0.62, 0.64, 0.66],
+        ("dm-multi-round", "dm-multi-round", "intent-1"): [0.62, 0.64, 0.66, 0.68],
+        ("dm-multi-round-alpha0", "dm-multi-round", "intent-1"): [0.63, 0.64, 0.67, 0.68],
+    }, devs={("dm-multi-round-alpha0", "dm-multi-round", "intent-1"): [0.60, 0.60, 0.60, 0.60]})
+    text = write_report(results, figures=False, against=("dm-multi-round-alpha0",))[1]
+    section = text.split("## Paired deltas against dm-multi-round-alpha0 (test and dev, %)")[1].split("\n## ")[0]
+    assert "| baseline (test) | -2.50 [-3.42, -1.58] 0–4 † |" in section
+    assert "| dm-multi-round (test) | -0.50 [-1.42, +0.42] 0–2–2 |" in section
+    assert "| dm-multi-round (dev) | +5.00 [+0.89, +9.11] 4–0 † |" in section
+    assert "dm-multi-round-alpha0 (" not in section
+    assert "| dm-multi-round | +2.00 [+2.00, +2.00] 4–0 †" in text  # the baseline table is unchanged
+    assert main(["report", str(results), "--no-figures", "--quiet", "--against", "dm-alpha0"]) == 2
+    assert "--against dm-alpha0: no such row" in capsys.readouterr().err
+
+
 def test_report_checks_the_grid_time_budget(tmp_path, tiny_tokenizer):
     grid_path = make_world(tmp_path, tiny_tokenizer, seeds=[1, 2])
     grid = yaml.safe_load(grid_path.read_text())

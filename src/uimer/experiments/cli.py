@@ -92,6 +92,8 @@ def register(subparsers) -> None:
     r.add_argument("--quiet", action="store_true", help="write REPORT.md without printing it")
     r.add_argument("--output", metavar="FILE", default=None,
                    help="write the report here instead of DIR/REPORT.md (figures stay in DIR, linked relatively)")
+    r.add_argument("--against", metavar="VARIANT", nargs="+", default=[],
+                   help="also pair every row with these rows (e.g. an alpha-0 twin), on test and on dev")
     r.set_defaults(func=cmd_report)
     register_tune(subparsers)
     pr = subparsers.add_parser("presets", help="what `uimer train --method auto` picks per task kind, and why")
@@ -203,7 +205,7 @@ def cmd_report(args) -> int:
     from uimer.experiments.report import write_report
 
     path, text = write_report(Path(args.results), figures=not args.no_figures,
-                              output=Path(args.output) if args.output else None)
+                              output=Path(args.output) if args.output else None, against=tuple(args.against))
     if not args.quiet:
         print(text)
     print(f"written: {path}", file=sys.stderr)

@@ -81,6 +81,9 @@ class CellStats:
     def by_seed(self) -> dict[int, float]:
         return dict(zip(self.seeds, self.tests, strict=True))
 
+    def dev_by_seed(self) -> dict[int, float]:
+        return {s: d for s, d in zip(self.seeds, self.devs, strict=True) if d is not None}
+
 
 @dataclass
 class Row:
@@ -124,6 +127,15 @@ class ResultsView:
         if cell is None or base is None or variant == self.baseline:
             return None
         return paired_delta(cell.by_seed(), base.by_seed())
+
+    def paired_against(self, variant: str, reference: str, column: str, score: str = "test") -> PairedDelta | None:
+        """The variant minus any other row (e.g. its alpha-0 twin) in this column, seed by seed, on test or dev."""
+        cell, ref = self.cell(variant, column), self.cell(reference, column)
+        if cell is None or ref is None or variant == reference:
+            return None
+        if score == "dev":
+            return paired_delta(cell.dev_by_seed(), ref.dev_by_seed())
+        return paired_delta(cell.by_seed(), ref.by_seed())
 
     def dev_choice(self, column: str, families: tuple[str, ...]) -> str | None:
         """The complete cell of these families with the highest mean dev score (ties: the earlier row). Rows
@@ -446,6 +458,20 @@ def paired_table(view: ResultsView) -> list[str]:
     return _table(["method", *view.columns], rows)
 
 
+def against_table(view: ResultsView, reference: str) -> list[str]:
+    """Every other row minus `reference`, seed by seed, on test and on dev (`uimer report --against`)."""
+    rows = []
+    for row in view.rows:
+        if row.variant == reference:
+            continue
+        for score in ("test", "dev"):
+            cells = [format_delta(view.paired_against(row.variant, reference, column, score))
+                     if view.cell(row.variant, column) and view.cell(reference, column) else ""
+                     for column in view.columns]
+            rows.append([f"{row.variant} ({score})", *cells])
+    return _table(["method", *view.columns], rows)
+
+
 def dev_table(view: ResultsView) -> list[str]:
     """Mean dev score (%) at the selected epochs: what the dev-based choices above read."""
     rows = []
@@ -627,7 +653,7 @@ def figure_rounds(results: Path, view: ResultsView) -> list[tuple[str, str]]:
 
 
 # -- the document ----------------------------------------------------------------------------------------
-def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> str:
+def render(results: Path, view: ResultsView, figures: list[tuple[str, str]], against: tuple[str, ...] = ()) -> str:
     encoders = sorted({r.get("encoder", "?") for r in view.records})
     grids = sorted({p.stem for p in (Path(results) / PLANS).glob("*.json")})
     lines = [f"# Results: {results}", ""]
@@ -659,6 +685,12 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
               "on mean dev over many trials; they take no part in the ◆/★ choices (their dev is the best of "
               "many, hence optimistic), but their test deltas are paired like the others.", "",
               *paired_table(view)]
+    for reference in against:
+        lines += ["", f"## Paired deltas against {reference} (test and dev, %)", "",
+                  f"Each cell: mean of (row − {reference}) over the seeds both have [95 % t-interval] "
+                  "wins–losses(–ties); † the interval excludes 0. A control row (e.g. an alpha-0 twin) is the "
+                  "reference: what a variant gains over it is what the difference between them buys.", "",
+                  *against_table(view, reference)]
     lines += ["", "## Mean dev score at the selected epochs (%)", "",
               "What the dev-based choices read (dev is a seeded 1000-example subset where noted above).", "",
               *dev_table(view)]
@@ -709,15 +741,21 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]]) -> 
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(results: Path, figures: bool = True, output: Path | None = None) -> tuple[Path, str]:
-    """Write the report (default DIR/REPORT.md); figures go to DIR and are linked relative to the report."""
+def write_report(results: Path, figures: bool = True, output: Path | None = None,
+                 against: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """Write the report (default DIR/REPORT.md); figures go to DIR and are linked relative to the report.
+    `against`: rows to pair every other row with, besides the baseline (controls such as an alpha-0 twin)."""
     results = Path(results)
     view = load_view(results)
+    known = [row.variant for row in view.rows]
+    for reference in against:
+        if reference not in known:
+            raise UimerError(f"--against {reference}: no such row in {results} (rows: {', '.join(known) or 'none'})")
     path = Path(output) if output else results / "REPORT.md"
     drawn: list[tuple[str, str]] = []
     if figures and view.records:
         drawn = figure_lint(results, view) + figure_rounds(results, view)
         drawn = [(os.path.relpath(results / name, path.parent), caption) for name, caption in drawn]
-    text = render(results, view, drawn)
+    text = render(results, view, drawn, tuple(against))
     write_text_atomic(path, text)
     return path, text
