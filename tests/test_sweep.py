@@ -272,6 +272,16 @@ def test_like_makes_a_twin_that_keeps_the_other_variants_rows(tmp_path):
     assert twin.fields == {**expected, "train": {**expected["train"], "alpha": 0.0}}
     assert grid.cell("twin", "b").fields["train"] == {"alpha": 0.0, "lr": 1e-3}
     assert grid.cell("bare", "a").fields["train"] == {"alpha": 0.0}  # no lr 4e-4, no im_k: the pitfall
+    (tmp_path / "beside.yaml").write_text(yaml.safe_dump({  # beside im-mask, the sweep warns about `bare`
+        "extends": "base.yaml", "methods": {"im-mask": {}, "bare": {"method": "im-mask", "train": {"alpha": 0}},
+                                            "twin": {"like": "im-mask", "train": {"alpha": 0}}}}))
+    beside = load_grid(tmp_path / "beside.yaml")
+    warnings = beside.unshared_values(beside.cells())
+    assert warnings == [
+        "bare in a does not set train.lr, options.margin, options.im_k, which im-mask sets there (it runs with the "
+        "grid's defaults); `like: im-mask` copies them",
+        "bare in b does not set options.margin, which im-mask sets there (it runs with the grid's defaults); "
+        "`like: im-mask` copies them"]
     for like, message in (("nope", "methods.twin.like: 'nope' is no variant of this grid"),
                           ("twin", "methods.twin.like: circular (twin -> twin)")):
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump({

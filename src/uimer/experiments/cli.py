@@ -158,7 +158,13 @@ def _dry_run(grid, runs, results: Path, args, console) -> int:
     })
     for value in missing_paths:
         console.print(f"[yellow]warning[/yellow]: {value} does not exist (yet); runs that need it will fail")
+    _warn_unshared(grid, list({(r.cell.variant, r.cell.setting_key): r.cell for r in runs}.values()), console)
     return 0
+
+
+def _warn_unshared(grid, cells, console) -> None:
+    for line in grid.unshared_values(cells):
+        console.print(f"[yellow]warning[/yellow]: {line}", highlight=False)
 
 
 def cmd_sweep(args) -> int:
@@ -183,6 +189,7 @@ def cmd_sweep(args) -> int:
     def on_term(signum, frame):  # a polite kill ends like Ctrl-C: finished runs stay, Ray tasks are cancelled
         raise KeyboardInterrupt
 
+    _warn_unshared(grid, grid.cells(only_settings, only_methods), console)
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         outcome = sweep(grid, results, seeds=seeds, only_settings=only_settings, only_methods=only_methods,

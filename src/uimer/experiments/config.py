@@ -39,6 +39,7 @@ as a mapping whose values override the base entry (a new key adds an entry); omi
 extends; its label excepted) and this entry's own fields win over everything OTHER sets, its per-setting rows
 included, so `{like: dm-multi-round, train: {alpha: 0}}` is dm-multi-round with alpha 0 in every setting.
 Without `like`, a new variant of method M inherits none of M's per-setting rows: it would run with defaults.
+`uimer sweep` (and its dry run) warns when such a variant leaves unset a value that variant M sets.
 
 Paths in `rationale_file` and `data_dir` are relative to the grid file; `encoder` and `options.mlm` are
 names or paths as `uimer train` takes them (relative paths are resolved against the working directory when
@@ -489,6 +490,25 @@ class Grid:
             theirs = base_train.get(name, getattr(defaults, name))
             if theirs != mine:
                 options[option] = theirs
+
+    def unshared_values(self, cells: list[Cell]) -> list[str]:
+        """Warnings for cells of a variant of method M (under another name) that leave unset a training value or
+        option which variant M itself sets in the same setting. Such a variant usually meant to copy M's row
+        (`like: M`) and silently runs with the default instead; an ablation may mean it, so this only warns."""
+        out = []
+        for cell in cells:
+            entry, sibling = self.methods[cell.variant], self.methods.get(cell.method)
+            if sibling is None or sibling is entry:
+                continue
+            theirs = deep_merge(sibling.fields, sibling.per_setting.get(cell.setting_key, {}))
+            mine = deep_merge(entry.fields, entry.per_setting.get(cell.setting_key, {}))
+            unset = [f"{section}.{key}" for section in ("train", "options") for key in theirs.get(section) or {}
+                     if key not in (mine.get(section) or {})]
+            if unset:
+                out.append(f"{cell.variant} in {cell.setting_key} does not set {', '.join(unset)}, which "
+                           f"{cell.method} sets there (it runs with the grid's defaults); `like: {cell.method}` "
+                           "copies them")
+        return out
 
     def cells(self, only_settings: list[str] | None = None, only_methods: list[str] | None = None) -> list[Cell]:
         """Cells in (setting, method) order, filtered; unknown filter names are errors.
