@@ -239,6 +239,17 @@ def test_extends_selects_and_overrides(tmp_path):
     assert list(grid.settings) == ["b"] and list(grid.methods) == ["im-mask"]
     cell = grid.cell("im-mask", "b").fields["train"]
     assert cell == {"lr": 3e-4, "alpha": 2.0, "max_epochs": 2}
+    # A variant the middle grid left out still means the top grid's entry, rows included (not a new, bare one).
+    (tmp_path / "leaf.yaml").write_text(yaml.safe_dump({
+        "extends": "derived.yaml", "methods": {"baseline": {"only_settings": ["b"]}}}))
+    leaf = load_grid(tmp_path / "leaf.yaml")
+    assert leaf.cell("baseline", "b").fields["train"] == {"lr": 1e-4, "max_epochs": 2}
+    (tmp_path / "leaf.yaml").write_text(yaml.safe_dump({"extends": "derived.yaml", "methods": ["im-mask", "baseline"]}))
+    assert list(load_grid(tmp_path / "leaf.yaml").methods) == ["im-mask", "baseline"]
+    (tmp_path / "middle.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "methods": ["baseline"]}))
+    (tmp_path / "leaf.yaml").write_text(yaml.safe_dump({
+        "extends": "middle.yaml", "methods": {"im-mask": {"only_settings": ["a"]}}}))
+    assert load_grid(tmp_path / "leaf.yaml").cell("im-mask", "a").fields["train"] == {"lr": 1e-4, "alpha": 4.0}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "settings": ["c"]}))
     with pytest.raises(ConfigError, match=r"bad\.yaml: settings\.c: not defined in the base grid"):
         load_grid(tmp_path / "bad.yaml")

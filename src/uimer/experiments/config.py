@@ -34,9 +34,10 @@ M.settings[S], overrides. With `extends`, the base file's raw sections are deep-
 first, so a derived grid inherits the base's hyper-parameters per cell: `defaults`, `overrides` and `cost`
 merge; `settings` and `methods`, when given, *select* (and order) the base's entries, as a list of keys or
 as a mapping whose values override the base entry (a new key adds an entry); omitted, all are kept.
+A method key that a grid up the chain defines but the base left out still means that grid's entry.
 
 `like: OTHER` makes an ablation twin: the entry starts as a copy of variant OTHER (from this file or the one it
-extends; its label excepted) and this entry's own fields win over everything OTHER sets, its per-setting rows
+extends, or further up; its label excepted) and this entry's own fields win over everything OTHER sets, its per-setting rows
 included, so `{like: dm-multi-round, train: {alpha: 0}}` is dm-multi-round with alpha 0 in every setting.
 Without `like`, a new variant of method M inherits none of M's per-setting rows: it would run with defaults.
 `uimer sweep` (and its dry run) warns when such a variant leaves unset a value that variant M sets.
@@ -148,21 +149,24 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _select_or_merge(base: dict, mine: Any, where: _Where, section: str) -> dict:
+def _select_or_merge(base: dict, mine: Any, where: _Where, section: str, pool: dict | None = None) -> dict:
+    """`pool`: entries of every grid up the `extends` chain, so that a key the base left out still means the
+    ancestor's entry (e.g. `im-prior` in a grid extending a grid that selected only some variants)."""
     if mine is None:
         return base
+    known = {**(pool or {}), **base}
     if isinstance(mine, list):
         picked = {}
         for key in mine:
-            if key not in base:
+            if key not in known:
                 raise where.error(f"{section}.{key}", f"not defined in the base grid (it has: {', '.join(base)})")
-            picked[key] = base[key]
+            picked[key] = known[key]
         return picked
     if not isinstance(mine, dict):
         raise where.error(section, "must be a mapping (or, with `extends`, a list of base keys)")
     merged = {}
     for key, value in mine.items():
-        merged[key] = deep_merge(base[key], value or {}) if key in base else (value or {})
+        merged[key] = deep_merge(known[key], value or {}) if key in known else (value or {})
     return merged
 
 
@@ -193,6 +197,7 @@ def _load_raw(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, list[Path
         base_path = resolve_config_path(raw["extends"], relative_to=path)
         base, base_files = _load_raw(base_path, (*chain, path))
         files = base_files + files
+        pool = base.get("_method_pool") or {}  # every ancestor's method entries, the base's own winning
         known = set(base.get("_known_settings", ())) | set(base.get("settings") or {})
         if isinstance(raw.get("settings"), dict):
             known |= set(raw["settings"])
@@ -203,15 +208,17 @@ def _load_raw(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, list[Path
             "defaults": deep_merge(base.get("defaults") or {}, raw.get("defaults") or {}),
             "settings": _select_or_merge(base.get("settings") or {}, raw.get("settings"), where, "settings"),
             "methods": _resolve_likes(
-                _select_or_merge(base.get("methods") or {}, raw.get("methods"), where, "methods"),
-                base.get("methods") or {}, where),
+                _select_or_merge(base.get("methods") or {}, raw.get("methods"), where, "methods", pool),
+                {**pool, **(base.get("methods") or {})}, where),
             "overrides": deep_merge(base.get("overrides") or {}, raw.get("overrides") or {}),
             "cost": deep_merge(base.get("cost") or {}, raw.get("cost") or {}),
         }
+        merged["_method_pool"] = {**pool, **(base.get("methods") or {}), **merged["methods"]}
         return merged, files
     raw.setdefault("name", path.stem)
     if isinstance(raw.get("methods"), dict):
         raw["methods"] = _resolve_likes(raw["methods"], {}, where)
+        raw["_method_pool"] = dict(raw["methods"])
     return raw, files
 
 
