@@ -36,9 +36,9 @@ merge; `settings` and `methods`, when given, *select* (and order) the base's ent
 as a mapping whose values override the base entry (a new key adds an entry); omitted, all are kept.
 A method key that a grid up the chain defines but the base left out still means that grid's entry.
 
-`like: OTHER` makes an ablation twin: the entry starts as a copy of variant OTHER (from this file or the one it
-extends, or further up; its label excepted) and this entry's own fields win over everything OTHER sets, its per-setting rows
-included, so `{like: dm-multi-round, train: {alpha: 0}}` is dm-multi-round with alpha 0 in every setting.
+`like: OTHER` makes an ablation twin: the entry starts as a copy of variant OTHER (from this file or any grid
+up the chain; its label excepted) and this entry's own fields win over everything OTHER sets, its per-setting
+rows included, so `{like: dm-multi-round, train: {alpha: 0}}` is dm-multi-round with alpha 0 in every setting.
 Without `like`, a new variant of method M inherits none of M's per-setting rows: it would run with defaults.
 `uimer sweep` (and its dry run) warns when such a variant leaves unset a value that variant M sets.
 
