@@ -163,12 +163,17 @@ def test_issue_grids_keep_the_paper_cells(name, settings, variants):
 
 
 def test_issue_grids_share_their_runs_with_the_lowresource_grid():
-    """A run of the IM or DM grid is the same run (same fingerprint) in the issue-6 grid, so none is run twice."""
-    wide = {run.name: run.fingerprint for run in plan_runs(load_grid("lowresource-minilm"))}
-    for name in ("im-minilm", "dm-minilm"):
+    """A run of the IM, DM or headline-seeds grid is the same run (same fingerprint) in the issue-6 grid, so none
+    is run twice; every headline cell's first four seeds are runs of the 4-seed grids."""
+    fingerprints: dict[str, str] = {}
+    for name in ("lowresource-minilm", "im-minilm", "dm-minilm"):
         for run in plan_runs(load_grid(name)):
-            if run.name in wide:
-                assert run.fingerprint == wide[run.name], run.name
+            assert fingerprints.setdefault(run.name, run.fingerprint) == run.fingerprint, (name, run.name)
+    for run in plan_runs(load_grid("headline-seeds")):
+        if run.seed in (55, 1988, 12333, 42):
+            assert fingerprints.get(run.name) == run.fingerprint, run.name
+        else:
+            assert run.name not in fingerprints
 
 
 def test_lowresource_warmup_choice_is_the_papers_better_mean():
