@@ -224,7 +224,7 @@ def _load_raw(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, list[Path
 
 def _resolve_likes(methods: dict, base_methods: dict, where: _Where) -> dict:
     """Replace every `like: OTHER` entry by OTHER's entry with this one's fields on top (module docstring).
-    OTHER is looked up among this grid's variants, then among those of the grid it extends."""
+    OTHER is looked up among this grid's variants, then among those up the `extends` chain."""
     pool = {**base_methods, **methods}
 
     def resolve(key: str, chain: tuple[str, ...]) -> dict:
@@ -246,8 +246,9 @@ def _resolve_likes(methods: dict, base_methods: dict, where: _Where) -> dict:
         merged = deep_merge({k: v for k, v in liked.items() if k not in ("label", "settings")}, own)
         # OTHER's method and paper row may be implicit in its key
         merged.setdefault("method", liked.get("method", other))
-        if other in load_paper_results()["methods"]:
-            merged.setdefault("paper", liked.get("paper", other))
+        paper = liked.get("paper", other if other in load_paper_results()["methods"] else None)
+        if paper is not None:
+            merged.setdefault("paper", paper)
         rows = {s: deep_merge(cell or {}, run_fields) for s, cell in (liked.get("settings") or {}).items()}
         for setting, cell in own_rows.items():
             rows[setting] = deep_merge(rows.get(setting, {}), cell or {})
