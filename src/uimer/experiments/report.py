@@ -123,10 +123,7 @@ class ResultsView:
 
     def paired(self, variant: str, column: str) -> PairedDelta | None:
         """The variant minus the baseline in this column, seed by seed (None without shared seeds)."""
-        cell, base = self.cell(variant, column), self.cell(self.baseline, column) if self.baseline else None
-        if cell is None or base is None or variant == self.baseline:
-            return None
-        return paired_delta(cell.by_seed(), base.by_seed())
+        return self.paired_against(variant, self.baseline, column) if self.baseline else None
 
     def paired_against(self, variant: str, reference: str, column: str, score: str = "test") -> PairedDelta | None:
         """The variant minus any other row (e.g. its alpha-0 twin) in this column, seed by seed, on test or dev."""
