@@ -7,6 +7,7 @@ encoder) and a tiny JSONL task, so they take seconds and work in other processes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -174,6 +175,23 @@ def test_issue_grids_share_their_runs_with_the_lowresource_grid():
             assert fingerprints.get(run.name) == run.fingerprint, run.name
         else:
             assert run.name not in fingerprints
+
+
+def test_gb_alpha_grid_changes_alpha_alone():
+    """gb-alpha-minilm's second GB alpha: the same run as lowresource's gb-huang-base but for alpha, and its
+    baseline seeds are the issue-6 grid's (and headline-seeds-style new seeds) so nothing runs twice."""
+    low = {run.name: run for run in plan_runs(load_grid("lowresource-minilm"))}
+    runs = plan_runs(load_grid("gb-alpha-minilm"))
+    assert {(r.cell.variant, r.column) for r in runs} == {("baseline", "nli-500"), ("gb-huang-base-a0.0625", "nli-500")}
+    assert sorted({r.seed for r in runs}) == sorted([55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6])
+    for run in runs:
+        if run.cell.variant == "baseline" and run.seed in (55, 1988, 12333, 42):
+            assert low[run.name].fingerprint == run.fingerprint
+        if run.cell.variant != "baseline":
+            twin = next(r for r in low.values() if r.cell.variant == "gb-huang-base" and r.column == "nli-500")
+            assert run.spec.method == twin.spec.method == "gb-huang-base" and run.cell.family == twin.cell.family
+            assert run.spec.config.alpha == 0.0625 and twin.spec.config.alpha == 1.0
+            assert dataclasses.replace(run.spec.config, alpha=1.0) == twin.spec.config  # all else equal
 
 
 def test_lowresource_warmup_choice_is_the_papers_better_mean():
