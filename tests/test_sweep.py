@@ -182,15 +182,19 @@ def test_gb_alpha_grid_changes_alpha_alone():
     baseline seeds are the issue-6 grid's (and headline-seeds-style new seeds) so nothing runs twice."""
     low = {run.name: run for run in plan_runs(load_grid("lowresource-minilm"))}
     runs = plan_runs(load_grid("gb-alpha-minilm"))
-    assert {(r.cell.variant, r.column) for r in runs} == {("baseline", "nli-500"), ("gb-huang-base-a0.0625", "nli-500")}
-    assert sorted({r.seed for r in runs}) == sorted([55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6])
+    assert {(r.cell.variant, r.column) for r in runs} == {
+        ("baseline", "nli-100"), ("baseline", "nli-500"), ("gb-huang-base-a0.03125", "nli-100"),
+        ("gb-huang-base-a0.0625", "nli-500")}
+    assert sorted({r.seed for r in runs if r.column == "nli-500"}) == sorted([55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6])
+    assert sorted({r.seed for r in runs if r.column == "nli-100"}) == sorted([55, 1988, 12333, 42])
     for run in runs:
         if run.cell.variant == "baseline" and run.seed in (55, 1988, 12333, 42):
             assert low[run.name].fingerprint == run.fingerprint
         if run.cell.variant != "baseline":
-            twin = next(r for r in low.values() if r.cell.variant == "gb-huang-base" and r.column == "nli-500")
+            twin = next(r for r in low.values() if r.cell.variant == "gb-huang-base" and r.column == run.column)
             assert run.spec.method == twin.spec.method == "gb-huang-base" and run.cell.family == twin.cell.family
-            assert run.spec.config.alpha == 0.0625 and twin.spec.config.alpha == 1.0
+            # alpha 1 on the reference's batch sum, divided by the batch size: alpha 1 on a batch mean
+            assert run.spec.config.alpha == 1 / run.spec.config.batch_size and twin.spec.config.alpha == 1.0
             assert dataclasses.replace(run.spec.config, alpha=1.0) == twin.spec.config  # all else equal
 
 
