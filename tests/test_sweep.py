@@ -185,11 +185,14 @@ def test_gb_alpha_grid_changes_alpha_alone():
     assert {(r.cell.variant, r.column) for r in runs} == {
         ("baseline", "nli-100"), ("baseline", "nli-500"), ("gb-huang-base-a0.03125", "nli-100"),
         ("gb-huang-base-a0.0625", "nli-500")}
-    assert sorted({r.seed for r in runs if r.column == "nli-500"}) == sorted([55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6])
-    assert sorted({r.seed for r in runs if r.column == "nli-100"}) == sorted([55, 1988, 12333, 42])
+    for column in ("nli-100", "nli-500"):
+        assert sorted({r.seed for r in runs if r.column == column}) == sorted([55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6])
+    headline = {run.name: run.fingerprint for run in plan_runs(load_grid("headline-seeds"))}
     for run in runs:
         if run.cell.variant == "baseline" and run.seed in (55, 1988, 12333, 42):
             assert low[run.name].fingerprint == run.fingerprint
+        if run.cell.variant == "baseline" and run.column == "nli-100":
+            assert headline[run.name] == run.fingerprint
         if run.cell.variant != "baseline":
             twin = next(r for r in low.values() if r.cell.variant == "gb-huang-base" and r.column == run.column)
             assert run.spec.method == twin.spec.method == "gb-huang-base" and run.cell.family == twin.cell.family
