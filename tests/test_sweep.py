@@ -184,9 +184,13 @@ def test_gb_alpha_grid_changes_alpha_alone():
     runs = plan_runs(load_grid("gb-alpha-minilm"))
     assert {(r.cell.variant, r.column) for r in runs} == {
         ("baseline", "nli-100"), ("baseline", "nli-500"), ("gb-huang-base-a0.03125", "nli-100"),
-        ("gb-huang-base-a0.0625", "nli-500")}
+        ("gb-huang-base-a0.0625", "nli-500"), ("gb-huang-base-a0.25", "nli-500"),
+        ("gb-huang-base-a0.015625", "nli-500")}
+    search = ("gb-huang-base-a0.25", "gb-huang-base-a0.015625")  # dev-search neighbours: the grid's 4 shared seeds
     for column in ("nli-100", "nli-500"):
         assert sorted({r.seed for r in runs if r.column == column}) == sorted([55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6])
+    for variant in search:
+        assert sorted(r.seed for r in runs if r.cell.variant == variant) == [42, 55, 1988, 12333]
     headline = {run.name: run.fingerprint for run in plan_runs(load_grid("headline-seeds"))}
     for run in runs:
         if run.cell.variant == "baseline" and run.seed in (55, 1988, 12333, 42):
@@ -196,8 +200,10 @@ def test_gb_alpha_grid_changes_alpha_alone():
         if run.cell.variant != "baseline":
             twin = next(r for r in low.values() if r.cell.variant == "gb-huang-base" and r.column == run.column)
             assert run.spec.method == twin.spec.method == "gb-huang-base" and run.cell.family == twin.cell.family
-            # alpha 1 on the reference's batch sum, divided by the batch size: alpha 1 on a batch mean
-            assert run.spec.config.alpha == 1 / run.spec.config.batch_size and twin.spec.config.alpha == 1.0
+            # alpha 1 on the reference's batch sum, divided by the batch size (alpha 1 on a batch mean), or its
+            # factor-4 neighbours at nli-500
+            ratio = {"gb-huang-base-a0.25": 4, "gb-huang-base-a0.015625": 1 / 4}.get(run.cell.variant, 1)
+            assert run.spec.config.alpha == ratio / run.spec.config.batch_size and twin.spec.config.alpha == 1.0
             assert dataclasses.replace(run.spec.config, alpha=1.0) == twin.spec.config  # all else equal
 
 
