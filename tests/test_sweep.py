@@ -207,6 +207,24 @@ def test_gb_alpha_grid_changes_alpha_alone():
             assert dataclasses.replace(run.spec.config, alpha=1.0) == twin.spec.config  # all else equal
 
 
+def test_im_lr_grid_changes_lr_alone():
+    """im-lr-minilm's slot-10 im-mask: lowresource's im-mask run but for lr (Table 7's 1e-3 -> the baseline's 1e-4),
+    on the column's 4 shared seeds, with lowresource's own baseline runs (nothing runs twice)."""
+    low = {run.name: run for run in plan_runs(load_grid("lowresource-minilm"))}
+    runs = plan_runs(load_grid("im-lr-minilm"))
+    assert {(r.cell.variant, r.column) for r in runs} == {("baseline", "slot-10"), ("im-mask-lr1e-4", "slot-10")}
+    assert sorted(r.seed for r in runs if r.cell.variant == "im-mask-lr1e-4") == [42, 55, 1988, 12333]
+    for run in runs:
+        if run.cell.variant == "baseline":
+            assert low[run.name].fingerprint == run.fingerprint
+            continue
+        twin = next(r for r in low.values() if r.cell.variant == "im-mask" and r.column == "slot-10")
+        baseline = next(r for r in low.values() if r.cell.variant == "baseline" and r.column == "slot-10")
+        assert run.spec.method == twin.spec.method == "im-mask" and run.cell.family == twin.cell.family
+        assert twin.spec.config.lr == 1e-3 and run.spec.config.lr == baseline.spec.config.lr == 1e-4
+        assert dataclasses.replace(run.spec.config, lr=1e-3) == twin.spec.config  # all else equal (options too)
+
+
 def test_lowresource_warmup_choice_is_the_papers_better_mean():
     grid, paper = load_grid("lowresource-minilm"), load_paper_results()["methods"]
     for setting in LOW_RESOURCE:
