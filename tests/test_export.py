@@ -24,9 +24,8 @@ def trained_like(tokenizer, kind: TaskKind, seed: int = 0) -> TaskModel:
     inputs, so a random head would predict one class for all and prove nothing)."""
     torch.manual_seed(seed)
     model = TaskModel(make_tiny_encoder(len(tokenizer), seed), kind, len(LABELS)).eval()
-    batch = uimer_batch(tokenizer, kind)
+    cls = cls_states(model, tokenizer, kind)
     with torch.no_grad():
-        cls = model.encode(model.embed(batch.input_ids), batch.attention_mask, batch.token_type_ids)[:, 0]
         centred = cls - cls.mean(0)
         weight = torch.randn(len(LABELS), cls.shape[1]) * 5.0 / centred.norm(dim=1).mean()
         model.head.weight.copy_(weight)
@@ -80,8 +79,9 @@ def test_export_loads_with_auto_class_and_predicts_the_same_labels(kind, tiny_to
     # logit of ~10 is what remains of terms W_kj h_j + b_k summing to ~1e4 in magnitude: rounding scales with
     # those terms, not with the logits (the same export, on another library version's random init, drifts
     # between 0.9e-4 and 1.2e-4 of the logits). Allow 1e-6 of the terms' magnitude: ~10x float32's eps.
-    terms = (cls_states(model, tiny_tokenizer, kind).abs() @ model.head.weight.abs().T + model.head.bias.abs())
-    assert torch.all((theirs - ours).abs() <= 1e-6 * terms.detach())
+    with torch.no_grad():
+        terms = cls_states(model, tiny_tokenizer, kind).abs() @ model.head.weight.abs().T + model.head.bias.abs()
+    assert torch.all((theirs - ours).abs() <= 1e-6 * terms)
     assert float((theirs - ours).abs().max()) < 1e-2 * float(ours.abs().max())  # far below any real mismatch
 
 

@@ -216,12 +216,12 @@ def test_im_lr_grid_changes_lr_alone():
     assert {(r.cell.variant, r.column) for r in runs} == {("baseline", "slot-10"), ("im-mask-lr1e-4", "slot-10")}
     assert sorted(r.seed for r in runs if r.cell.variant == "im-mask-lr1e-4") == [1, 2, 3, 4, 5, 6, 42, 55, 1988, 12333]
     headline = {run.name: run.fingerprint for run in plan_runs(load_grid("headline-seeds"))}
+    twin = next(r for r in low.values() if r.cell.variant == "im-mask" and r.column == "slot-10")
+    baseline = next(r for r in low.values() if r.cell.variant == "baseline" and r.column == "slot-10")
     for run in runs:
         if run.cell.variant == "baseline":
             assert headline[run.name] == run.fingerprint and low.get(run.name, run).fingerprint == run.fingerprint
             continue
-        twin = next(r for r in low.values() if r.cell.variant == "im-mask" and r.column == "slot-10")
-        baseline = next(r for r in low.values() if r.cell.variant == "baseline" and r.column == "slot-10")
         assert run.spec.method == twin.spec.method == "im-mask" and run.cell.family == twin.cell.family
         assert twin.spec.config.lr == 1e-3 and run.spec.config.lr == baseline.spec.config.lr == 1e-4
         assert dataclasses.replace(run.spec.config, lr=1e-3) == twin.spec.config  # all else equal (options too)
