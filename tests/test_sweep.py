@@ -209,18 +209,20 @@ def test_gb_alpha_grid_changes_alpha_alone():
 
 def test_im_lr_grid_changes_lr_alone():
     """im-lr-minilm's slot-10 im-mask: lowresource's im-mask run but for lr (Table 7's 1e-3 -> the baseline's 1e-4),
-    on the column's 4 shared seeds and then, as slot-10's dev choice, on 10, with the baseline runs that
-    lowresource-minilm and headline-seeds already have (nothing runs twice)."""
+    on the column's 4 shared seeds and then, as slot-10's dev choice, on 10 and finally 20, with the baseline runs
+    that lowresource-minilm and headline-seeds already have (nothing runs twice) and ten new ones."""
     low = {run.name: run for run in plan_runs(load_grid("lowresource-minilm"))}
     runs = plan_runs(load_grid("im-lr-minilm"))
     assert {(r.cell.variant, r.column) for r in runs} == {("baseline", "slot-10"), ("im-mask-lr1e-4", "slot-10")}
-    assert sorted(r.seed for r in runs if r.cell.variant == "im-mask-lr1e-4") == [1, 2, 3, 4, 5, 6, 42, 55, 1988, 12333]
+    seeds = [*range(1, 17), 42, 55, 1988, 12333]
+    assert sorted(r.seed for r in runs if r.cell.variant == "im-mask-lr1e-4") == seeds
+    assert sorted(r.seed for r in runs if r.cell.variant == "baseline") == seeds
     headline = {run.name: run.fingerprint for run in plan_runs(load_grid("headline-seeds"))}
     twin = next(r for r in low.values() if r.cell.variant == "im-mask" and r.column == "slot-10")
     baseline = next(r for r in low.values() if r.cell.variant == "baseline" and r.column == "slot-10")
     for run in runs:
         if run.cell.variant == "baseline":
-            assert headline[run.name] == run.fingerprint and low.get(run.name, run).fingerprint == run.fingerprint
+            assert headline.get(run.name, baseline.fingerprint) == run.fingerprint == baseline.fingerprint
             continue
         assert run.spec.method == twin.spec.method == "im-mask" and run.cell.family == twin.cell.family
         assert twin.spec.config.lr == 1e-3 and run.spec.config.lr == baseline.spec.config.lr == 1e-4
