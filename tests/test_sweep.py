@@ -24,7 +24,8 @@ import yaml
 
 from uimer.errors import ConfigError, UimerError
 from uimer.experiments.config import column_name, load_grid, load_paper_results
-from uimer.experiments.report import load_view, write_report
+from uimer.experiments.report import write_report
+from uimer.experiments.results_view import load_view
 from uimer.experiments.sweep import plan_runs, read_step_log, sweep
 from uimer.training import runner
 from uimer.training.runner import behaviour_versions

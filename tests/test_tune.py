@@ -132,7 +132,7 @@ def test_choose_ignores_incomplete_trials_and_breaks_ties_by_order():
 
 
 def test_write_chosen_writes_sweep_run_files_the_report_counts(tmp_path):
-    from uimer.experiments.report import load_view
+    from uimer.experiments.results_view import load_view
 
     study = make_study(trials=3, asha=False)
     tune(study, tmp_path / "study", progress=False, seed_fn=FakeSeeds())
@@ -223,7 +223,7 @@ def test_tune_cli_on_jsonl_with_a_rationale_file_then_report(tmp_path, tiny_toke
     from test_sweep import make_world
     from uimer.cli import main
     from uimer.experiments.config import load_grid
-    from uimer.experiments.report import load_view
+    from uimer.experiments.results_view import load_view
     from uimer.experiments.sweep import sweep
 
     grid_path = make_world(tmp_path, tiny_tokenizer, max_epochs=2, n_train=16, n_eval=12, seeds=[1, 2])

@@ -13,7 +13,8 @@ import pytest
 from test_sweep import _fake_run, make_world
 from uimer.cli import main
 from uimer.experiments.config import load_grid
-from uimer.experiments.report import load_view, render
+from uimer.experiments.report import render
+from uimer.experiments.results_view import load_view
 from uimer.experiments.sweep import made_by_older_version, plan_runs, run_status, sweep
 from uimer.interpret.marginalization import IMUniform
 from uimer.training import runner
