@@ -33,8 +33,9 @@ CITED = {"classification": ("benchmarks/REPORT-before-issue-29.md", "im-mask", "
 
 
 def test_preset_values_are_the_paper_cell_of_the_cited_dev_chosen_variant():
-    """Each preset is the cited variant's cell of the grid (the paper's hyper-parameters), its shared settings are
-    the baseline cell's, and the mean dev its source quotes is the one the cited report printed."""
+    """Each preset is the cited variant's cell of its grid (the paper's hyper-parameters where it publishes them,
+    else the grid's), with every method option that cell sets; its shared settings are the baseline cell's, and
+    the mean devs its source quotes are the ones the cited report printed."""
     import re
 
     from uimer.experiments.config import load_grid
@@ -51,6 +52,9 @@ def test_preset_values_are_the_paper_cell_of_the_cited_dev_chosen_variant():
             if key == "dm_no_test_curve":  # only skips scoring test after every round; changes no result
                 continue
             assert cell.fields["options"][key] == value, (kind, key)
+        assert set(cell.fields["options"]) <= set(preset.options), (kind, "options the preset lacks")
+        warmup = cell.fields["train"].get("warmup_epochs", 0)
+        assert warmup == preset.train.get("warmup_epochs", 0) or str(warmup) == str(preset.train.get("warmup_epochs")), kind
         base = grid.cell("baseline", column).fields["train"]
         for key, value in preset.shared.items():
             assert base[key] == value and cell.fields["train"][key] == value, (kind, key)

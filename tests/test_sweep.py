@@ -221,9 +221,11 @@ def test_im_lr_grid_changes_lr_alone():
     headline = {run.name: run.fingerprint for run in plan_runs(load_grid("headline-seeds"))}
     twin = next(r for r in low.values() if r.cell.variant == "im-mask" and r.column == "slot-10")
     baseline = next(r for r in low.values() if r.cell.variant == "baseline" and r.column == "slot-10")
+    new = sorted(r.seed for r in runs if r.cell.variant == "baseline" and r.name not in headline)
+    assert new == list(range(7, 17))  # seeds 1-6 and the grid's four are headline-seeds' runs
     for run in runs:
         if run.cell.variant == "baseline":
-            assert headline.get(run.name, baseline.fingerprint) == run.fingerprint == baseline.fingerprint
+            assert headline.get(run.name, run.fingerprint) == run.fingerprint == baseline.fingerprint
             continue
         assert run.spec.method == twin.spec.method == "im-mask" and run.cell.family == twin.cell.family
         assert twin.spec.config.lr == 1e-3 and run.spec.config.lr == baseline.spec.config.lr == 1e-4
