@@ -53,8 +53,8 @@ def test_preset_values_are_the_paper_cell_of_the_cited_dev_chosen_variant():
                 continue
             assert cell.fields["options"][key] == value, (kind, key)
         assert set(cell.fields["options"]) <= set(preset.options), (kind, "options the preset lacks")
-        warmup = cell.fields["train"].get("warmup_epochs", 0)
-        assert warmup == preset.train.get("warmup_epochs", 0) or str(warmup) == str(preset.train.get("warmup_epochs")), kind
+        warmup, preset_warmup = cell.fields["train"].get("warmup_epochs", 0), preset.train.get("warmup_epochs", 0)
+        assert warmup == preset_warmup or str(warmup) == str(preset_warmup), kind
         base = grid.cell("baseline", column).fields["train"]
         for key, value in preset.shared.items():
             assert base[key] == value and cell.fields["train"][key] == value, (kind, key)
