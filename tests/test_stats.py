@@ -4,16 +4,27 @@ import math
 
 import pytest
 
-from uimer.experiments.stats import format_delta, paired_delta, t_quantile_975
+from uimer.experiments.stats import format_delta, paired_delta, t_quantile
 
 
-def test_t_quantiles_match_the_table_and_the_normal_limit():
-    assert t_quantile_975(3) == pytest.approx(3.182)
-    assert t_quantile_975(1) == pytest.approx(12.706)
-    assert 2.021 > t_quantile_975(50) > 2.000
-    assert t_quantile_975(10**6) == pytest.approx(1.96, abs=1e-3)
-    with pytest.raises(ValueError):
-        t_quantile_975(0)
+def test_t_quantiles_match_the_printed_tables_and_the_normal_limit():
+    assert t_quantile(3) == pytest.approx(3.182, abs=5e-4)
+    assert t_quantile(1) == pytest.approx(12.706, abs=5e-4)
+    assert t_quantile(19, 0.975) == pytest.approx(2.433, abs=5e-4)  # t_{0.9875, 19}: a second look's level
+    assert 2.021 > t_quantile(50) > 2.000
+    assert t_quantile(10**6) == pytest.approx(1.96, abs=1e-3)
+    for df, level in ((0, 0.95), (3, 1.0), (3, 0.0)):
+        with pytest.raises(ValueError):
+            t_quantile(df, level)
+
+
+def test_a_stricter_level_widens_the_interval_and_names_itself():
+    method, base = {s: 70.0 + 0.3 * s for s in range(1, 21)}, {s: 70.0 + 0.2 * (s % 7) for s in range(1, 21)}
+    plain, strict = paired_delta(method, base), paired_delta(method, base, 0.975)
+    assert strict.mean == plain.mean and strict.low < plain.low and strict.high > plain.high
+    assert (strict.high - strict.mean) / (plain.high - plain.mean) == pytest.approx(t_quantile(19, 0.975)
+                                                                                   / t_quantile(19))
+    assert "[97.5 %: " in format_delta(strict) and "%" not in format_delta(plain)
 
 
 def test_paired_delta_pairs_by_seed_and_builds_the_t_interval():
@@ -24,7 +35,7 @@ def test_paired_delta_pairs_by_seed_and_builds_the_t_interval():
     assert d.deltas == [0.0, 2.0, 1.0, 3.0]
     assert d.mean == pytest.approx(1.5)
     sd = math.sqrt(((1.5) ** 2 + 0.5**2 + 0.5**2 + 1.5**2) / 3)
-    half = 3.182 * sd / 2
+    half = 3.1824463 * sd / 2  # t_{0.975, 3}
     assert d.low == pytest.approx(1.5 - half) and d.high == pytest.approx(1.5 + half)
     assert (d.wins, d.losses, d.ties) == (3, 0, 1)
     assert not d.significant  # a large mean with one tie and a spread of 3 over 4 seeds is not enough

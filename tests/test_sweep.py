@@ -270,6 +270,7 @@ def test_companion_grids_load():
     ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be a number in [0, 100000], got -1"),
     ({"defaults": {"resources": {"gpus": 1}}}, "defaults.resources.gpus: unknown resource"),
     ({"methods": {"baseline": {"paper": "nope"}}}, "methods.baseline.paper: 'nope' is not in paper_results.yaml"),
+    ({"methods": {"baseline": {"confidence": 1.2}}}, "methods.baseline.confidence: must be a level in [0.5, 1)"),
     ({"colour": "blue"}, "colour: unknown top-level key"),
     ({"cost": {"budget": {"hours": 0}}}, "cost.budget.hours: must be a positive number"),
     ({"cost": {"budget": {"workers": 2}}}, "cost.budget: must be {hours: H, workers: W}"),
@@ -360,6 +361,39 @@ def test_like_makes_a_twin_that_keeps_the_other_variants_rows(tmp_path):
             "settings": {"a": {"task": "snips-intent", "shot": 1}}, "methods": {"twin": {"like": like}}}))
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_grid(tmp_path / "bad.yaml")
+
+
+def test_confidence_is_planned_per_variant_and_changes_no_fingerprint(tmp_path, tiny_tokenizer):
+    """A second look's stricter level lives in the grid, travels with the plan, and leaves the runs (and so
+    their resume and staleness) alone; an ablation twin is its own comparison and does not inherit it."""
+    methods = {"baseline": {}, "second": {"method": "baseline", "confidence": 0.975},
+               "twin": {"like": "second"}}
+    runs = {r.cell.variant: r for r in plan_runs(load_grid(make_world(tmp_path, tiny_tokenizer, methods=methods)),
+                                                seeds=[7])}
+    assert runs["second"].cell.confidence == 0.975 and runs["second"].meta()["confidence"] == 0.975
+    assert runs["twin"].cell.confidence == runs["baseline"].cell.confidence == 0.95
+    assert runs["second"].fingerprint == runs["twin"].fingerprint == runs["baseline"].fingerprint
+
+
+def test_report_judges_a_second_look_at_its_planned_level(tmp_path):
+    """Deltas of 0.5/2/3.5/2 points: the 95 % interval excludes 0 (t 3.18), the 97.5 % one does not (t 4.18).
+    Planned at 0.975, the variant is shown with that interval and neither marked nor counted as a gain."""
+    results = tmp_path / "results"
+    _fabricate(results, {
+        ("baseline", "baseline", "intent-1"): [0.60, 0.60, 0.60, 0.60],
+        ("im-uniform", "im-uniform", "intent-1"): [0.605, 0.62, 0.635, 0.62],
+    })
+    assert load_view(results).paired("im-uniform", "intent-1").significant_gain  # at 95 %
+    plan = json.loads((results / "plans" / "fake.json").read_text())
+    for run in plan["runs"]:
+        run["confidence"] = 0.975 if run["variant"] == "im-uniform" else 0.95
+    (results / "plans" / "fake.json").write_text(json.dumps(plan))
+    delta = load_view(results).paired("im-uniform", "intent-1")
+    assert delta.level == 0.975 and delta.low < 0 < delta.mean and not delta.significant_gain
+    text = write_report(results, figures=False)[1]
+    line = next(line for line in text.splitlines() if line.startswith("- **intent-1**"))
+    assert "Δ +2.00 [97.5 %: -0.56, +4.56] 4–0 ❌" in line and "†" not in line
+    assert "with a significant gain in 0/1 columns" in text
 
 
 def test_plan_layout_and_fingerprints(tmp_path, tiny_tokenizer):

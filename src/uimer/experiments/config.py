@@ -16,6 +16,7 @@ from the file it `extends`)::
         paper: im-uniform-warm        # key in paper_results.yaml; default: the key when it is there
         only_settings: [intent-1]     # restrict the variant to some settings (default: all)
         like: im-mask-warm            # start from that variant's entry, per-setting rows included (below)
+        confidence: 0.975             # level of its paired intervals in the report (default 0.95; below)
         train: {warmup_epochs: 1}     # RUN FIELDS for every setting ...
         settings:                     # ... and per setting (these win)
           intent-1: {train: {lr: 4.0e-4, alpha: 4}, options: {margin: 0.5}}
@@ -42,6 +43,11 @@ rows included, so `{like: dm-multi-round, train: {alpha: 0}}` is dm-multi-round 
 Without `like`, a new variant of method M inherits none of M's per-setting rows: it would run with defaults.
 `uimer sweep` (and its dry run) warns when such a variant leaves unset a value that variant M sets.
 
+`confidence` is for a comparison that was already looked at with fewer seeds and then given more: judging
+the second look at 95 % again would inflate the false-positive rate, so the grid states the stricter level
+it was planned at (e.g. 0.975, Bonferroni over two looks). The report builds that variant's intervals and
+significance marks at this level in every column. It names no run setting, so it changes no fingerprint.
+
 Paths in `rationale_file` and `data_dir` are relative to the grid file; `encoder` and `options.mlm` are
 names or paths as `uimer train` takes them (relative paths are resolved against the working directory when
 a sweep runs). Every problem is a `ConfigError` naming the file and the key.
@@ -62,6 +68,7 @@ from uimer.checks import SEED, Domain
 from uimer.data.types import TASKS
 from uimer.errors import ConfigError
 from uimer.experiments import CONFIG_DIR, packaged_configs
+from uimer.experiments.stats import DEFAULT_LEVEL
 from uimer.models.task_model import PRECISIONS
 from uimer.training.trainer import TrainConfig
 
@@ -73,7 +80,7 @@ TOP_KEYS = ("name", "description", "extends", "defaults", "settings", "methods",
 SETTING_ONLY = ("task", "shot", "train_size")
 RUN_KEYS = ("dev_size", "encoder", "seeds", "max_length", "pooling", "rationale_file", "data_dir", "device",
             "train", "options", "resources")
-METHOD_META = ("method", "label", "paper", "only_settings", "settings", "like")
+METHOD_META = ("method", "label", "paper", "only_settings", "settings", "like", "confidence")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 # TrainConfig fields a grid may set (device and method_options come from `device` and `options`).
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "method_options"))
@@ -243,7 +250,8 @@ def _resolve_likes(methods: dict, base_methods: dict, where: _Where) -> dict:
         if not isinstance(own_rows, dict):
             raise where.error(f"methods.{key}.settings", "must be a mapping of setting name -> run fields")
         run_fields = {k: v for k, v in own.items() if k not in METHOD_META}
-        merged = deep_merge({k: v for k, v in liked.items() if k not in ("label", "settings")}, own)
+        # a twin is its own comparison: it keeps neither OTHER's label nor the level OTHER's looks required
+        merged = deep_merge({k: v for k, v in liked.items() if k not in ("label", "settings", "confidence")}, own)
         # OTHER's method and paper row may be implicit in its key
         merged.setdefault("method", liked.get("method", other))
         paper = liked.get("paper", other if other in load_paper_results()["methods"] else None)
@@ -429,6 +437,7 @@ class MethodEntry:
     fields: dict
     per_setting: dict[str, dict]
     paper_per_setting: dict[str, str | None]
+    confidence: float = DEFAULT_LEVEL  # level of the report's paired intervals for this variant
 
 
 @dataclass
@@ -442,6 +451,7 @@ class Cell:
     setting_key: str
     paper: str | None
     fields: dict  # merged run fields (task, shot, ..., train, options, resources)
+    confidence: float = DEFAULT_LEVEL
 
     @property
     def task(self) -> str:
@@ -477,7 +487,7 @@ class Grid:
         if entry.family == "dm":
             self._baseline_warmup(merged, setting)
         paper = entry.paper_per_setting.get(setting, entry.paper)
-        return Cell(variant, entry.method, entry.family, entry.label, setting, paper, merged)
+        return Cell(variant, entry.method, entry.family, entry.label, setting, paper, merged, entry.confidence)
 
     def _baseline_warmup(self, merged: dict, setting: str) -> None:
         """A DM cell warms up with the baseline's lr, batch size, max epochs and patience (the paper's phase 1
@@ -617,9 +627,12 @@ def load_grid(name: str | Path) -> Grid:
         for p in [paper, *paper_per_setting.values()]:
             if p is not None and p not in paper_keys:
                 raise where.error(f"methods.{key}.paper", f"{p!r} is not in paper_results.yaml")
+        confidence = value.get("confidence", DEFAULT_LEVEL)
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
+            raise where.error(f"methods.{key}.confidence", f"must be a level in [0.5, 1), e.g. 0.975; got {confidence!r}")
         spec = METHODS[registry]
         methods[key] = MethodEntry(key, registry, spec.family, str(value.get("label", key)), paper, only,
-                                   fields_, per_setting, paper_per_setting)
+                                   fields_, per_setting, paper_per_setting, float(confidence))
     cost = raw.get("cost") or {}
     _check_budget(cost.get("budget"), where)
     return Grid(raw.get("name") or path.stem, path, files, str(raw.get("description") or "").strip(), settings,

@@ -5,8 +5,9 @@ scores at the best dev epoch, in %; "mean ± std" is over seeds with the sample 
 the paper's Table 9.
 
 Gains are paired (issue 29): the same seed draws the same few-shot subset, so every method is compared with
-the baseline seed by seed (`uimer.experiments.stats`): the mean paired delta, its 95 % t-interval, and wins
-and losses over the seeds; `†` marks an interval that excludes 0.
+the baseline seed by seed (`uimer.experiments.stats`): the mean paired delta, its 95 % t-interval (or the
+stricter level its grid planned for a second look, named in the interval), and wins and losses over the seeds;
+`†` marks an interval that excludes 0.
 
 Selection is on dev, never on test: the "best variant" of a family and the "best UIMER" of a column are the
 complete cells with the highest *mean dev score* (ties: the earlier row); their test deltas are reported.
@@ -154,7 +155,7 @@ def _choice_text(view: ResultsView, variant: str, column: str, families: tuple[s
 
 def target_lines(view: ResultsView) -> list[str]:
     """The targets per low-resource column, one line each, plus a tally. Variants are chosen by mean dev
-    score; a gain counts only where its paired 95 % interval lies above 0."""
+    score; a gain counts only where its paired interval (95 %, or the level its grid planned) lies above 0."""
     base = view.baseline
     if base is None:
         return ["- no baseline runs: the targets cannot be checked"]
@@ -325,7 +326,9 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]], aga
     lines += ["", "## Targets (low-resource columns)", "",
               "Variants are chosen by mean dev score, never by test. Δ: the variant's test minus the baseline's, "
               "seed by seed (same seed = same few-shot subset): mean [95 % t-interval] wins–losses; † marks an "
-              "interval that excludes 0. A gain counts only where its interval lies above 0.", "",
+              "interval that excludes 0. A gain counts only where its interval lies above 0. A variant whose "
+              "comparison was looked at before with fewer seeds is judged at the stricter level its grid "
+              "planned (`confidence`), named inside its interval: [97.5 %: low, high].", "",
               *target_lines(view), *budget_lines(results, view)]
     notes = Path(results) / NOTES
     if notes.is_file():  # hand-written context for these runs (e.g. code changed since), shown verbatim

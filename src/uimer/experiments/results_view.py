@@ -16,7 +16,7 @@ from pathlib import Path
 
 from uimer.errors import UimerError
 from uimer.experiments.config import load_paper_results
-from uimer.experiments.stats import PairedDelta, paired_delta
+from uimer.experiments.stats import DEFAULT_LEVEL, PairedDelta, paired_delta
 from uimer.experiments.sweep import FAILED, PLANS, RUNS, made_by_older_version, read_json
 
 
@@ -66,6 +66,7 @@ class Row:
     label: str
     paper: dict[str, str | None] = field(default_factory=dict)  # column -> paper key
     tuned: bool = False  # written by `uimer tune`: chosen on dev among many trials, so its dev is optimistic
+    confidence: float | None = None  # level of its paired intervals, as its grid plans it (None: the default)
 
 
 @dataclass
@@ -103,9 +104,11 @@ class ResultsView:
         cell, ref = self.cell(variant, column), self.cell(reference, column)
         if cell is None or ref is None or variant == reference:
             return None
+        row = next((r for r in self.rows if r.variant == variant), None)
+        level = row.confidence if row is not None and row.confidence is not None else DEFAULT_LEVEL
         if score == "dev":
-            return paired_delta(cell.dev_by_seed(), ref.dev_by_seed())
-        return paired_delta(cell.by_seed(), ref.by_seed())
+            return paired_delta(cell.dev_by_seed(), ref.dev_by_seed(), level)
+        return paired_delta(cell.by_seed(), ref.by_seed(), level)
 
     def dev_choice(self, column: str, families: tuple[str, ...]) -> str | None:
         """The complete cell of these families with the highest mean dev score (ties: the earlier row). Rows
@@ -186,6 +189,8 @@ def load_view(results: Path) -> ResultsView:
                                                    meta.get("label") or meta["variant"]))
         row.paper.setdefault(meta["column"], meta.get("paper"))
         row.tuned = row.tuned or bool(meta.get("tuned"))
+        if row.confidence is None and meta.get("confidence") is not None:  # plans first: they state the grid now
+            row.confidence = float(meta["confidence"])
     columns = _column_order({m["column"] for m in [*expected.values(), *records]}, paper)
 
     cells: dict[tuple[str, str], CellStats] = {}

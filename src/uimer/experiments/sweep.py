@@ -130,7 +130,7 @@ class PlannedRun:
             "label": self.cell.label, "paper": self.cell.paper, "setting_key": self.cell.setting_key,
             "column": self.column, "task": self.spec.task, "setting": self.spec.setting,
             "encoder": self.spec.encoder, "seed": self.seed, "fingerprint": self.fingerprint,
-            "versions": self.spec.versions(), "relpath": str(self.relpath),
+            "versions": self.spec.versions(), "relpath": str(self.relpath), "confidence": self.cell.confidence,
         }
 
 
