@@ -270,7 +270,9 @@ def test_companion_grids_load():
     ({"defaults": {"train": {"warmup_epochs": -1}}}, "defaults.train.warmup_epochs: must be a number in [0, 100000], got -1"),
     ({"defaults": {"resources": {"gpus": 1}}}, "defaults.resources.gpus: unknown resource"),
     ({"methods": {"baseline": {"paper": "nope"}}}, "methods.baseline.paper: 'nope' is not in paper_results.yaml"),
-    ({"methods": {"baseline": {"confidence": 1.2}}}, "methods.baseline.confidence: must be a level in [0.5, 1)"),
+    ({"methods": {"baseline": {"confidence": 1.2}}}, "methods.baseline.confidence: must be a level in [0.95, 1)"),
+    ({"methods": {"baseline": {"confidence": 0.9}}}, "methods.baseline.confidence: must be a level in [0.95, 1)"),
+    ({"methods": {"baseline": {"confidence": True}}}, "methods.baseline.confidence: must be a level in [0.95, 1)"),
     ({"colour": "blue"}, "colour: unknown top-level key"),
     ({"cost": {"budget": {"hours": 0}}}, "cost.budget.hours: must be a positive number"),
     ({"cost": {"budget": {"workers": 2}}}, "cost.budget: must be {hours: H, workers: W}"),
@@ -394,6 +396,13 @@ def test_report_judges_a_second_look_at_its_planned_level(tmp_path):
     line = next(line for line in text.splitlines() if line.startswith("- **intent-1**"))
     assert "Δ +2.00 [97.5 %: -0.56, +4.56] 4–0 ❌" in line and "†" not in line
     assert "with a significant gain in 0/1 columns" in text
+    # A later plan that lists the variant at the default level does not loosen it: the strictest stated wins.
+    later = [{**run, "confidence": 0.95} for run in plan["runs"] if run["variant"] == "im-uniform"]
+    (results / "plans" / "later.json").write_text(json.dumps({"written_at": "2025", "runs": later}))
+    view = load_view(results)
+    assert view.level("im-uniform") == 0.975 and view.level("baseline") == 0.95
+    # The same comparison the other way round (`--against` the second-look variant) is judged at 97.5 % too.
+    assert view.paired_against("baseline", "im-uniform", "intent-1").level == 0.975
 
 
 def test_plan_layout_and_fingerprints(tmp_path, tiny_tokenizer):

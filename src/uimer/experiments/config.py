@@ -38,15 +38,19 @@ as a mapping whose values override the base entry (a new key adds an entry); omi
 A method key that a grid up the chain defines but the base left out still means that grid's entry.
 
 `like: OTHER` makes an ablation twin: the entry starts as a copy of variant OTHER (from this file or any grid
-up the chain; its label excepted) and this entry's own fields win over everything OTHER sets, its per-setting
+up the chain; its label and `confidence` excepted) and this entry's own fields win over everything OTHER sets, its per-setting
 rows included, so `{like: dm-multi-round, train: {alpha: 0}}` is dm-multi-round with alpha 0 in every setting.
 Without `like`, a new variant of method M inherits none of M's per-setting rows: it would run with defaults.
 `uimer sweep` (and its dry run) warns when such a variant leaves unset a value that variant M sets.
 
 `confidence` is for a comparison that was already looked at with fewer seeds and then given more: judging
 the second look at 95 % again would inflate the false-positive rate, so the grid states the stricter level
-it was planned at (e.g. 0.975, Bonferroni over two looks). The report builds that variant's intervals and
-significance marks at this level in every column. It names no run setting, so it changes no fingerprint.
+it was planned at, at least 0.95 (e.g. 0.975: the two looks together stay under 7.5 % instead of 10 %). The
+report builds that variant's intervals and significance marks at this level, in every column and in every
+comparison it takes part in (against the baseline or an `--against` control, on test and dev). It travels in
+the plan a sweep writes (`uimer sweep GRID` writes it even when nothing is left to run; a dry run does not),
+and a variant is judged at the strictest level any plan or run file states. It names no run setting, so it
+changes no fingerprint. `extends:` keeps it; `like:` does not copy it.
 
 Paths in `rationale_file` and `data_dir` are relative to the grid file; `encoder` and `options.mlm` are
 names or paths as `uimer train` takes them (relative paths are resolved against the working directory when
@@ -628,8 +632,9 @@ def load_grid(name: str | Path) -> Grid:
             if p is not None and p not in paper_keys:
                 raise where.error(f"methods.{key}.paper", f"{p!r} is not in paper_results.yaml")
         confidence = value.get("confidence", DEFAULT_LEVEL)
-        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
-            raise where.error(f"methods.{key}.confidence", f"must be a level in [0.5, 1), e.g. 0.975; got {confidence!r}")
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.95 <= confidence < 1:
+            raise where.error(f"methods.{key}.confidence",
+                              f"must be a level in [0.95, 1), stricter than the default, e.g. 0.975; got {confidence!r}")
         spec = METHODS[registry]
         methods[key] = MethodEntry(key, registry, spec.family, str(value.get("label", key)), paper, only,
                                    fields_, per_setting, paper_per_setting, float(confidence))

@@ -215,7 +215,8 @@ def target_lines(view: ResultsView) -> list[str]:
 
 
 def paired_table(view: ResultsView) -> list[str]:
-    """Every variant minus the baseline, seed by seed: mean [95 % t-interval] wins–losses, † if it excludes 0.
+    """Every variant minus the baseline, seed by seed: mean [95 % t-interval, or the planned level named inside]
+    wins–losses, † if it excludes 0.
     `◆` marks the family's dev-chosen variant of the column, `★` the column's dev-chosen best UIMER."""
     rows = []
     for row in view.rows:
@@ -334,16 +335,16 @@ def render(results: Path, view: ResultsView, figures: list[tuple[str, str]], aga
     if notes.is_file():  # hand-written context for these runs (e.g. code changed since), shown verbatim
         lines += ["", f"## Notes on these runs ({NOTES})", "", notes.read_text().strip()]
     lines += ["", "## Paired deltas against the baseline (test, %)", "",
-              "Each cell: mean of (variant − baseline) over the seeds both have [95 % t-interval] wins–losses"
-              "(–ties); † the interval excludes 0; ◆ the family's variant chosen by mean dev in this column; "
+              "Each cell: mean of (variant − baseline) over the seeds both have [95 % t-interval; a stricter "
+              "planned level is named inside] wins–losses(–ties); † the interval excludes 0; ◆ the family's variant chosen by mean dev in this column; "
               "★ the column's best UIMER variant chosen by mean dev. `tuned-*` rows were chosen by `uimer tune` "
               "on mean dev over many trials; they take no part in the ◆/★ choices (their dev is the best of "
               "many, hence optimistic), but their test deltas are paired like the others.", "",
               *paired_table(view)]
     for reference in against:
         lines += ["", f"## Paired deltas against {reference} (test and dev, %)", "",
-                  f"Each cell: mean of (row − {reference}) over the seeds both have [95 % t-interval] "
-                  "wins–losses(–ties); † the interval excludes 0. A control row (e.g. an alpha-0 twin) is the "
+                  f"Each cell: mean of (row − {reference}) over the seeds both have [95 % t-interval; a "
+                  "stricter planned level is named inside] wins–losses(–ties); † the interval excludes 0. A control row (e.g. an alpha-0 twin) is the "
                   "reference: what a variant gains over it is what the difference between them buys.", "",
                   *against_table(view, reference)]
     lines += ["", "## Mean dev score at the selected epochs (%)", "",

@@ -95,6 +95,11 @@ class ResultsView:
         key = row.paper.get(column)
         return self.paper["methods"].get(key, {}).get("std", {}).get(column) if key else None
 
+    def level(self, variant: str) -> float:
+        """The interval level the variant's grid planned (`confidence`), else 95 %."""
+        row = next((r for r in self.rows if r.variant == variant), None)
+        return row.confidence if row is not None and row.confidence is not None else DEFAULT_LEVEL
+
     def paired(self, variant: str, column: str) -> PairedDelta | None:
         """The variant minus the baseline in this column, seed by seed (None without shared seeds)."""
         return self.paired_against(variant, self.baseline, column) if self.baseline else None
@@ -104,8 +109,7 @@ class ResultsView:
         cell, ref = self.cell(variant, column), self.cell(reference, column)
         if cell is None or ref is None or variant == reference:
             return None
-        row = next((r for r in self.rows if r.variant == variant), None)
-        level = row.confidence if row is not None and row.confidence is not None else DEFAULT_LEVEL
+        level = max(self.level(variant), self.level(reference))  # a planned second look binds both directions
         if score == "dev":
             return paired_delta(cell.dev_by_seed(), ref.dev_by_seed(), level)
         return paired_delta(cell.by_seed(), ref.by_seed(), level)
@@ -150,6 +154,13 @@ def _column_order(columns: set[str], paper: dict) -> list[str]:
     return known + sorted(columns - set(known))
 
 
+def _note_level(levels: dict[str, float], meta: dict) -> None:
+    """Keep the strictest `confidence` stated for the variant: a later plan at the default must not loosen it."""
+    level = meta.get("confidence")
+    if isinstance(level, (int, float)) and not isinstance(level, bool) and DEFAULT_LEVEL <= level < 1:
+        levels[meta["variant"]] = max(float(level), levels.get(meta["variant"], DEFAULT_LEVEL))
+
+
 def load_view(results: Path) -> ResultsView:
     results = Path(results)
     if not results.is_dir():
@@ -157,9 +168,11 @@ def load_view(results: Path) -> ResultsView:
     paper = load_paper_results()
     expected: dict[str, dict] = {}
     plan_files = sorted((results / PLANS).glob("*.json"), key=lambda p: (read_json(p) or {}).get("written_at", ""))
+    levels: dict[str, float] = {}  # variant -> the strictest interval level any plan or run file states
     for plan_file in plan_files:  # later plans win for a run both list
         for run in (read_json(plan_file) or {}).get("runs", []):
             expected[run["relpath"]] = run
+            _note_level(levels, run)
 
     records, stale = [], []
     for path in sorted((results / RUNS).rglob("seed*.json")) if (results / RUNS).exists() else []:
@@ -189,8 +202,8 @@ def load_view(results: Path) -> ResultsView:
                                                    meta.get("label") or meta["variant"]))
         row.paper.setdefault(meta["column"], meta.get("paper"))
         row.tuned = row.tuned or bool(meta.get("tuned"))
-        if row.confidence is None and meta.get("confidence") is not None:  # plans first: they state the grid now
-            row.confidence = float(meta["confidence"])
+        _note_level(levels, meta)
+        row.confidence = levels.get(row.variant)
     columns = _column_order({m["column"] for m in [*expected.values(), *records]}, paper)
 
     cells: dict[tuple[str, str], CellStats] = {}
