@@ -48,7 +48,8 @@ def test_committed_results_keep_their_status_unless_a_version_was_bumped():
     assert methods == {"baseline", "gb-ghaeini", "im-mask", "im-mlm", "im-prior", "im-uniform"}
     assert all(r.cell.setting_key.startswith("slot") for r in current if r.cell.family == "im")
     assert not any(r.spec.task == "esnli" for r in current if r.cell.method != "baseline")
-    assert {r.cell.family for r in older} == {"gb", "im", "dm"}
+    # stale runs remain only in bumped UIMER methods (reruns shrink this set; the baseline is never among them)
+    assert older and {r.cell.family for r in older} <= {"gb", "im", "dm"}
     assert len(current) + len(older) + len(rerun) == 288
 
 
