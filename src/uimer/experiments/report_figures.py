@@ -34,13 +34,33 @@ def _mean_curve(series: list[dict[int, float]]) -> tuple[list[int], list[float]]
     return xs, [statistics.fmean(s[x] for s in series if x in s) for x in xs]
 
 
+def _label_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels, integer ticks on x (steps or rounds) and a small legend: what both figures share."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, results: Path, name: str) -> str:
+    """Lay out, write RESULTS/NAME and free the figure; returns NAME."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(results / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def figure_lint(results: Path, view: ResultsView) -> list[tuple[str, str]]:
     """Paper Fig. 3: L_int per training step with and without warm-up, per column and IM strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     groups: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in view.records:
@@ -74,15 +94,8 @@ def figure_lint(results: Path, view: ResultsView) -> list[tuple[str, str]]:
                     xs, ys = _mean_curve(series)
                     ax.plot(xs, ys, label=f"{label}, mean of {len(series)} seeds",
                             color="tab:orange" if warm != 0 else "tab:blue")
-            ax.set_title(f"{column}: {method}")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("training step")
-            ax.set_ylabel("L_int")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        name = f"fig3-lint-{column}.png"
-        fig.savefig(results / name, dpi=110)
-        plt.close(fig)
+            _label_axes(ax, f"{column}: {method}", "training step", "L_int")
+        name = _save(fig, results, f"fig3-lint-{column}.png")
         written.append((name, f"L_int with and without warm-up, {column} (paper Fig. 3)"))
     return written
 
@@ -93,7 +106,6 @@ def figure_rounds(results: Path, view: ResultsView) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     by_column: dict[str, list[dict]] = defaultdict(list)
     for record in view.records:
@@ -124,14 +136,7 @@ def figure_rounds(results: Path, view: ResultsView) -> list[tuple[str, str]]:
             ax.plot(xs, ys, marker="o", markersize=3, color=color, label=f"{key} (mean of {len(curves[key])} seeds)")
             ax.fill_between(xs, [y - s for y, s in zip(ys, spread, strict=True)],
                             [y + s for y, s in zip(ys, spread, strict=True)], color=color, alpha=0.15)
-        ax.set_title(f"{column}: dm-multi-round")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("round (0 = warm-up model)")
-        ax.set_ylabel("score (%)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        name = f"fig4-rounds-{column}.png"
-        fig.savefig(results / name, dpi=110)
-        plt.close(fig)
+        _label_axes(ax, f"{column}: dm-multi-round", "round (0 = warm-up model)", "score (%)")
+        name = _save(fig, results, f"fig4-rounds-{column}.png")
         written.append((name, f"multi-round dev/test curves, {column} (paper Fig. 4)"))
     return written

@@ -66,7 +66,7 @@ class Row:
     label: str
     paper: dict[str, str | None] = field(default_factory=dict)  # column -> paper key
     tuned: bool = False  # written by `uimer tune`: chosen on dev among many trials, so its dev is optimistic
-    confidence: float | None = None  # level of its paired intervals, as its grid plans it (None: the default)
+    confidence: float = DEFAULT_LEVEL  # level of its paired intervals: the strictest its plans or runs state
 
 
 @dataclass
@@ -98,7 +98,7 @@ class ResultsView:
     def level(self, variant: str) -> float:
         """The interval level the variant's grid planned (`confidence`), else 95 %."""
         row = next((r for r in self.rows if r.variant == variant), None)
-        return row.confidence if row is not None and row.confidence is not None else DEFAULT_LEVEL
+        return row.confidence if row is not None else DEFAULT_LEVEL
 
     def paired(self, variant: str, column: str) -> PairedDelta | None:
         """The variant minus the baseline in this column, seed by seed (None without shared seeds)."""
@@ -203,7 +203,8 @@ def load_view(results: Path) -> ResultsView:
         row.paper.setdefault(meta["column"], meta.get("paper"))
         row.tuned = row.tuned or bool(meta.get("tuned"))
         _note_level(levels, meta)
-        row.confidence = levels.get(row.variant)
+    for row in rows.values():
+        row.confidence = levels.get(row.variant, DEFAULT_LEVEL)
     columns = _column_order({m["column"] for m in [*expected.values(), *records]}, paper)
 
     cells: dict[tuple[str, str], CellStats] = {}
