@@ -159,3 +159,31 @@ def test_exported_snips_intent_draws_the_same_shot_subsets(tmp_path, shared_data
     for seed in (55, 42):
         assert sample_intent(exported.train, exported.labels, 3, seed) == \
             sample_intent(original.train, original.labels, 3, seed)
+
+
+@pytest.mark.parametrize("name", ["esnli", "snips-slot"])
+def test_exported_task_with_rationales_is_the_task(tmp_path, shared_data, name):
+    """The user-path checks (benchmarks/jsonl-pair-100, jsonl-slot-1) compare `--task jsonl` runs on an export
+    with the grid's runs: that is only a check of the JSONL path if the exported data are the task's own."""
+    from uimer.cli import main
+    from uimer.data.sampling import sample_pairs, sample_slot, stratified_subset
+    from uimer.data.tasks import load_task
+
+    assert main(["data", "export", "--task", name, "--with-rationales", "--out", str(tmp_path / "x"),
+                 "--data-dir", str(shared_data)]) == 0
+    exported, original = load_jsonl(tmp_path / "x"), load_task(name, shared_data)
+    assert exported.kind is original.kind and exported.labels == original.labels
+    for split in ("train", "dev", "test"):
+        mine, theirs = getattr(exported, split), getattr(original, split)
+        assert [(e.words, e.pair_words, e.label, e.tags, e.rationale) for e in mine] == \
+            [(e.words, e.pair_words, e.label, e.tags, None if e.rationale is None else list(e.rationale))
+             for e in theirs]
+    assert any(any(e.rationale) for e in exported.train)
+    for seed in (55, 2):
+        if name == "esnli":
+            assert sample_pairs(len(exported.train), 100, seed) == sample_pairs(len(original.train), 100, seed)
+        else:
+            assert sample_slot(exported.train, exported.labels, 1, seed) == \
+                sample_slot(original.train, original.labels, 1, seed)
+    assert stratified_subset(exported.dev, 300, 0, labels=exported.labels) == \
+        stratified_subset(original.dev, 300, 0, labels=original.labels)
