@@ -20,8 +20,38 @@ def test_every_kind_has_a_preset_with_a_source():
     for kind, preset in presets.items():
         assert preset.source.startswith(CITED[kind][0]), kind
     # confirmed on the user path with 10 seeds; the others still say they are not
-    assert "Confirmed on the user path" in presets["classification"].source
-    assert all("Not yet confirmed on the user path" in presets[kind].source for kind in ("tagging", "pair"))
+    assert all("Confirmed on the user path" in presets[kind].source for kind in ("classification", "pair"))
+    assert "Not yet confirmed on the user path" in presets["tagging"].source
+
+
+def _seed_scores(method_dir: Path, split: str) -> dict[int, float]:
+    """{seed: score in %} of one method's committed `uimer train` per-seed files."""
+    runs = [json.loads(f.read_text()) for f in sorted((method_dir / "seeds").glob("seed*.json"))]
+    return {run["seed"]: run[split] * 100 for run in runs}
+
+
+def test_a_user_path_confirmation_quotes_its_committed_runs():
+    """A preset that says it was confirmed on the user path names the benchmarks folder whose committed per-seed
+    files give the dev and test deltas it quotes, as the paired statistics of the report compute them."""
+    import re
+
+    from uimer.experiments.stats import format_delta, paired_delta
+
+    checked = 0
+    for kind, preset in load_presets().items():
+        source = " ".join(preset.source.split())
+        if "Confirmed on the user path" not in source:
+            continue
+        folder = re.search(r"Confirmed on the user path \((benchmarks/[\w-]+):", source).group(1)
+        runs = REPO / folder / "runs-10seeds"
+
+        for split in ("dev", "test"):
+            delta = paired_delta(_seed_scores(runs / "auto", split), _seed_scores(runs / "baseline", split))
+            assert delta is not None and len(delta.seeds) == 10, (kind, split)
+            quoted = format_delta(delta).removesuffix(" †").replace("−", "-").replace("–", "-")
+            assert f"{split} {quoted}" in source.replace("−", "-"), (kind, split, quoted)
+        checked += 1
+    assert checked == 2
 
 
 # The report each preset was read from, its dev-chosen variant there and the grid that variant belongs to.
