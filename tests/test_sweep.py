@@ -188,8 +188,13 @@ def test_gb_alpha_grid_changes_alpha_alone():
         ("gb-huang-base-a0.0625", "nli-500"), ("gb-huang-base-a0.25", "nli-500"),
         ("gb-huang-base-a0.015625", "nli-500")}
     search = ("gb-huang-base-a0.25", "gb-huang-base-a0.015625")  # dev-search neighbours: the grid's 4 shared seeds
-    for column in ("nli-100", "nli-500"):
-        assert sorted({r.seed for r in runs if r.column == column}) == sorted([55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6])
+    ten = [55, 1988, 12333, 42, 1, 2, 3, 4, 5, 6]
+    assert sorted({r.seed for r in runs if r.column == "nli-100"}) == sorted(ten)
+    # nli-500's dev choice and its baseline: ten fresh seeds (7-16) on top, the second look at 97.5 %
+    for variant in ("baseline", "gb-huang-base-a0.0625"):
+        assert sorted(r.seed for r in runs if r.column == "nli-500" and r.cell.variant == variant) == sorted(
+            [*ten, *range(7, 17)])
+    assert next(r for r in runs if r.cell.variant == "gb-huang-base-a0.0625").cell.confidence == 0.975
     for variant in search:
         assert sorted(r.seed for r in runs if r.cell.variant == variant) == [42, 55, 1988, 12333]
     headline = {run.name: run.fingerprint for run in plan_runs(load_grid("headline-seeds"))}
