@@ -165,10 +165,10 @@ def test_issue_grids_keep_the_paper_cells(name, settings, variants):
 
 
 def test_issue_grids_share_their_runs_with_the_lowresource_grid():
-    """A run of the IM, DM or headline-seeds grid is the same run (same fingerprint) in the issue-6 grid, so none
+    """A run of the GB, IM, DM or headline-seeds grid is the same run (same fingerprint) in the issue-6 grid, so none
     is run twice; every headline cell's first four seeds are runs of the 4-seed grids."""
     fingerprints: dict[str, str] = {}
-    for name in ("lowresource-minilm", "im-minilm", "dm-minilm"):
+    for name in ("lowresource-minilm", "gb-minilm", "im-minilm", "dm-minilm"):
         for run in plan_runs(load_grid(name)):
             assert fingerprints.setdefault(run.name, run.fingerprint) == run.fingerprint, (name, run.name)
     for run in plan_runs(load_grid("headline-seeds")):
