@@ -213,6 +213,20 @@ def test_gb_alpha_grid_changes_alpha_alone():
             assert dataclasses.replace(run.spec.config, alpha=1.0) == twin.spec.config  # all else equal
 
 
+def test_intent3_grid_adds_ten_fresh_seeds_to_the_same_runs():
+    """intent3-seeds-minilm: intent-3's baseline and gb-huang-order, seeds 7-16 new, the first ten the very runs
+    of headline-seeds (same fingerprints, so nothing runs twice); only gb-huang-order is a second look."""
+    headline = {run.name: run for run in plan_runs(load_grid("headline-seeds"))}
+    runs = plan_runs(load_grid("intent3-seeds-minilm"))
+    assert {(r.cell.variant, r.column) for r in runs} == {("baseline", "intent-3"), ("gb-huang-order", "intent-3")}
+    for variant, level in (("baseline", 0.95), ("gb-huang-order", 0.975)):
+        mine = [r for r in runs if r.cell.variant == variant]
+        assert sorted(r.seed for r in mine) == [*range(1, 17), 42, 55, 1988, 12333]
+        assert sorted(r.seed for r in mine if r.name not in headline) == list(range(7, 17))
+        assert all(headline[r.name].fingerprint == r.fingerprint for r in mine if r.name in headline)
+        assert len({r.fingerprint for r in mine}) == 1 and {r.cell.confidence for r in mine} == {level}
+
+
 def test_im_lr_grid_changes_lr_alone():
     """im-lr-minilm's slot-10 im-mask: lowresource's im-mask run but for lr (Table 7's 1e-3 -> the baseline's 1e-4),
     on the column's 4 shared seeds and then, as slot-10's dev choice, on 10 and finally 20, with the baseline runs
@@ -405,9 +419,28 @@ def test_report_judges_a_second_look_at_its_planned_level(tmp_path):
     later = [{**run, "confidence": 0.95} for run in plan["runs"] if run["variant"] == "im-uniform"]
     (results / "plans" / "later.json").write_text(json.dumps({"written_at": "2025", "runs": later}))
     view = load_view(results)
-    assert view.level("im-uniform") == 0.975 and view.level("baseline") == 0.95
+    assert view.level("im-uniform", "intent-1") == 0.975 and view.level("baseline", "intent-1") == 0.95
     # The same comparison the other way round (`--against` the second-look variant) is judged at 97.5 % too.
     assert view.paired_against("baseline", "im-uniform", "intent-1").level == 0.975
+
+
+def test_a_second_look_binds_only_the_column_it_was_planned_for(tmp_path):
+    """A variant given more seeds in one column (`confidence: 0.975` in a grid limited to it) keeps the default
+    level in its other columns, where nobody looked twice."""
+    results = tmp_path / "results"
+    scores = [0.605, 0.62, 0.635, 0.62]
+    _fabricate(results, {
+        ("baseline", "baseline", "intent-1"): [0.60] * 4, ("baseline", "baseline", "intent-3"): [0.60] * 4,
+        ("im-uniform", "im-uniform", "intent-1"): scores, ("im-uniform", "im-uniform", "intent-3"): scores,
+    })
+    plan = json.loads((results / "plans" / "fake.json").read_text())
+    second = [{**run, "confidence": 0.975} for run in plan["runs"]
+              if run["variant"] == "im-uniform" and run["column"] == "intent-1"]
+    (results / "plans" / "second-look.json").write_text(json.dumps({"written_at": "2025", "runs": second}))
+    view = load_view(results)
+    assert view.level("im-uniform", "intent-1") == 0.975 and view.level("im-uniform", "intent-3") == 0.95
+    assert not view.paired("im-uniform", "intent-1").significant_gain
+    assert view.paired("im-uniform", "intent-3").significant_gain
 
 
 def test_plan_layout_and_fingerprints(tmp_path, tiny_tokenizer):

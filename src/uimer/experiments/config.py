@@ -46,10 +46,11 @@ Without `like`, a new variant of method M inherits none of M's per-setting rows:
 `confidence` is for a comparison that was already looked at with fewer seeds and then given more: judging
 the second look at 95 % again would inflate the false-positive rate, so the grid states the stricter level
 it was planned at, at least 0.95 (e.g. 0.975: the two looks together stay under 7.5 % instead of 10 %). The
-report builds that variant's intervals and significance marks at this level, in every column and in every
-comparison it takes part in (against the baseline or an `--against` control, on test and dev). It travels in
-the plan a sweep writes (`uimer sweep GRID` writes it even when nothing is left to run; a dry run does not),
-and a variant is judged at the strictest level any plan or run file states. It names no run setting, so it
+report builds that variant's intervals and significance marks at this level in the columns this grid plans it
+for (limit them with `only_settings`), in every comparison it takes part in there (against the baseline or an
+`--against` control, on test and dev). It travels in the plan a sweep writes (`uimer sweep GRID` writes it even
+when nothing is left to run; a dry run does not), and a variant is judged in a column at the strictest level
+any plan or run file states for that column. It names no run setting, so it
 changes no fingerprint. `extends:` keeps it; `like:` does not copy it.
 
 Paths in `rationale_file` and `data_dir` are relative to the grid file; `encoder` and `options.mlm` are

@@ -66,7 +66,9 @@ class Row:
     label: str
     paper: dict[str, str | None] = field(default_factory=dict)  # column -> paper key
     tuned: bool = False  # written by `uimer tune`: chosen on dev among many trials, so its dev is optimistic
-    confidence: float = DEFAULT_LEVEL  # level of its paired intervals: the strictest its plans or runs state
+    # column -> level of its paired intervals there: the strictest its plans or runs state for that column (a
+    # second look planned for one column leaves the variant's other columns at the default)
+    levels: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,10 +97,10 @@ class ResultsView:
         key = row.paper.get(column)
         return self.paper["methods"].get(key, {}).get("std", {}).get(column) if key else None
 
-    def level(self, variant: str) -> float:
-        """The interval level the variant's grid planned (`confidence`), else 95 %."""
+    def level(self, variant: str, column: str) -> float:
+        """The interval level the variant's grid planned (`confidence`) in this column, else 95 %."""
         row = next((r for r in self.rows if r.variant == variant), None)
-        return row.confidence if row is not None else DEFAULT_LEVEL
+        return row.levels.get(column, DEFAULT_LEVEL) if row is not None else DEFAULT_LEVEL
 
     def paired(self, variant: str, column: str) -> PairedDelta | None:
         """The variant minus the baseline in this column, seed by seed (None without shared seeds)."""
@@ -109,7 +111,8 @@ class ResultsView:
         cell, ref = self.cell(variant, column), self.cell(reference, column)
         if cell is None or ref is None or variant == reference:
             return None
-        level = max(self.level(variant), self.level(reference))  # a planned second look binds both directions
+        # a planned second look binds both directions
+        level = max(self.level(variant, column), self.level(reference, column))
         if score == "dev":
             return paired_delta(cell.dev_by_seed(), ref.dev_by_seed(), level)
         return paired_delta(cell.by_seed(), ref.by_seed(), level)
@@ -154,11 +157,12 @@ def _column_order(columns: set[str], paper: dict) -> list[str]:
     return known + sorted(columns - set(known))
 
 
-def _note_level(levels: dict[str, float], meta: dict) -> None:
-    """Keep the strictest `confidence` stated for the variant: a later plan at the default must not loosen it."""
-    level = meta.get("confidence")
+def _note_level(levels: dict[tuple[str, str], float], meta: dict) -> None:
+    """Keep the strictest `confidence` stated for the variant in the run's column: a later plan at the default
+    must not loosen it."""
+    level, key = meta.get("confidence"), (meta["variant"], meta["column"])
     if isinstance(level, (int, float)) and not isinstance(level, bool) and DEFAULT_LEVEL <= level < 1:
-        levels[meta["variant"]] = max(float(level), levels.get(meta["variant"], DEFAULT_LEVEL))
+        levels[key] = max(float(level), levels.get(key, DEFAULT_LEVEL))
 
 
 def load_view(results: Path) -> ResultsView:
@@ -168,7 +172,7 @@ def load_view(results: Path) -> ResultsView:
     paper = load_paper_results()
     expected: dict[str, dict] = {}
     plan_files = sorted((results / PLANS).glob("*.json"), key=lambda p: (read_json(p) or {}).get("written_at", ""))
-    levels: dict[str, float] = {}  # variant -> the strictest interval level any plan or run file states
+    levels: dict[tuple[str, str], float] = {}  # (variant, column) -> the strictest level a plan or run states
     for plan_file in plan_files:  # later plans win for a run both list
         for run in (read_json(plan_file) or {}).get("runs", []):
             expected[run["relpath"]] = run
@@ -203,8 +207,9 @@ def load_view(results: Path) -> ResultsView:
         row.paper.setdefault(meta["column"], meta.get("paper"))
         row.tuned = row.tuned or bool(meta.get("tuned"))
         _note_level(levels, meta)
-    for row in rows.values():
-        row.confidence = levels.get(row.variant, DEFAULT_LEVEL)
+    for (variant, column), level in levels.items():
+        if variant in rows:
+            rows[variant].levels[column] = level
     columns = _column_order({m["column"] for m in [*expected.values(), *records]}, paper)
 
     cells: dict[tuple[str, str], CellStats] = {}
